@@ -1,0 +1,1 @@
+"""Campaigns: lifecycle, scheduling, rendering, delivery, deliverability, bounces, metrics."""

@@ -1,0 +1,1 @@
+"""The audience: contacts, lists, subscriptions, consent ledger, suppressions, segments, imports, orders."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of Patron's schema (run by `patron init`)."""

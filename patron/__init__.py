@@ -1,0 +1,1 @@
+"""Patron: terminal-first email campaign manager for retention marketing (the application shell)."""

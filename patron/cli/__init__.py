@@ -1,0 +1,1 @@
+"""The `patron` command line: one module per command group, wired in app.py."""

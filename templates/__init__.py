@@ -1,0 +1,1 @@
+"""MJML templates shipped with Patron."""

@@ -1,0 +1,1 @@
+"""The HTTP surface for recipients and shops (ASGI): tracking, unsubscribe, webhooks."""
