@@ -1,1 +1,1 @@
-"""The audience: contacts, lists, subscriptions, consent ledger, suppressions, segments, imports, orders."""
+"""The audience: contacts, lists, consent, suppressions, segments, imports and orders."""

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from lists.errors import ConflictError, InvalidInputError, NotFoundError
 from lists.models import (
@@ -92,6 +93,10 @@ def transition(
     if current == new:
         return False
     check_transition(current, new)
+
+    def _ledger(action: ConsentAction) -> None:
+        append_ledger(session, contact_id, mailing_list.id, action, provenance, now)
+
     if sub is None:
         sub = Subscription(
             contact_id=contact_id, list_id=mailing_list.id, status=new.value,
@@ -106,11 +111,11 @@ def transition(
     elif new is S.UNSUBSCRIBED:
         sub.unsubscribed_at = now
     if current in (None, S.UNSUBSCRIBED):
-        append_ledger(session, contact_id, mailing_list.id, ConsentAction.GRANTED, provenance, now)
+        _ledger(ConsentAction.GRANTED)
     if new is S.CONFIRMED:
-        append_ledger(session, contact_id, mailing_list.id, ConsentAction.CONFIRMED, provenance, now)
+        _ledger(ConsentAction.CONFIRMED)
     elif new is S.UNSUBSCRIBED:
-        append_ledger(session, contact_id, mailing_list.id, ConsentAction.WITHDRAWN, provenance, now)
+        _ledger(ConsentAction.WITHDRAWN)
     session.flush()
     return True
 
@@ -148,11 +153,13 @@ def unsubscribe(
     Returns how many subscriptions changed; idempotent."""
     assert contact.id is not None
     changed = 0
-    query = select(Subscription, MailingList).join(
-        MailingList, MailingList.id == Subscription.list_id  # type: ignore[arg-type]
-    ).where(Subscription.contact_id == contact.id)
+    query = (
+        select(Subscription, MailingList)
+        .join(MailingList, col(MailingList.id) == col(Subscription.list_id))
+        .where(col(Subscription.contact_id) == contact.id)
+    )
     if mailing_list is not None:
-        query = query.where(Subscription.list_id == mailing_list.id)
+        query = query.where(col(Subscription.list_id) == mailing_list.id)
     for sub, lst in session.execute(query).all():
         if sub.status != S.UNSUBSCRIBED:
             transition(session, contact.id, lst, S.UNSUBSCRIBED, provenance, now)
@@ -170,7 +177,9 @@ def confirm_token(key: bytes, contact_id: int, list_id: int) -> str:
     return f"{body}.{_sign(key, 'confirm:' + body)}"
 
 
-def confirm(session: Session, key: bytes, token: str, provenance: Provenance, now: datetime) -> bool:
+def confirm(
+    session: Session, key: bytes, token: str, provenance: Provenance, now: datetime
+) -> bool:
     """Follow a confirmation link: pending → confirmed (idempotent; False if already confirmed).
     A forged token or an unsubscribed contact confirms nothing."""
     try:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from lists.errors import ConflictError, InvalidInputError, NotFoundError
 from lists.models import MailingList, Subscription, SubscriptionStatus
@@ -23,7 +24,12 @@ class ListSummary:
 
 
 def create_list(
-    session: Session, name: str, now: datetime, *, double_opt_in: bool = True, description: str = ""
+    session: Session,
+    name: str,
+    now: datetime,
+    *,
+    double_opt_in: bool = True,
+    description: str = "",
 ) -> MailingList:
     """Create a list; double opt-in unless said otherwise (A2)."""
     name = name.strip()
@@ -31,9 +37,12 @@ def create_list(
         raise InvalidInputError("a list needs a name")
     if len(name) > 200:
         raise InvalidInputError("a list name is at most 200 characters")
-    if session.execute(select(MailingList).where(MailingList.name == name)).first() is not None:
+    existing = session.execute(select(MailingList).where(col(MailingList.name) == name)).first()
+    if existing is not None:
         raise ConflictError(f"list {name!r} already exists")
-    row = MailingList(name=name, double_opt_in=double_opt_in, description=description, created_at=now)
+    row = MailingList(
+        name=name, double_opt_in=double_opt_in, description=description, created_at=now
+    )
     session.add(row)
     session.flush()
     return row
@@ -41,7 +50,9 @@ def create_list(
 
 def get_list(session: Session, name: str) -> MailingList:
     """The list called ``name`` or a NotFoundError naming it."""
-    row = session.execute(select(MailingList).where(MailingList.name == name)).scalar_one_or_none()
+    row = session.execute(
+        select(MailingList).where(col(MailingList.name) == name)
+    ).scalar_one_or_none()
     if row is None:
         raise NotFoundError(f"no list named {name!r} (see `patron lists ls`)")
     return row
@@ -52,8 +63,8 @@ def list_summaries(session: Session) -> list[ListSummary]:
     counts: dict[tuple[int, str], int] = {
         (lid, status): n
         for lid, status, n in session.execute(
-            select(Subscription.list_id, Subscription.status, func.count()).group_by(
-                Subscription.list_id, Subscription.status
+            select(col(Subscription.list_id), col(Subscription.status), func.count()).group_by(
+                col(Subscription.list_id), col(Subscription.status)
             )
         )
     }

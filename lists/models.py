@@ -84,7 +84,9 @@ class Contact(SQLModel, table=True):
     last_name: str | None = Field(default=None, max_length=200)
     locale: str | None = Field(default=None, max_length=35)
     timezone: str | None = Field(default=None, max_length=64)
-    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType, nullable=False))
+    attributes: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSONType, nullable=False)
+    )
     is_role: bool = Field(default=False)
     is_disposable: bool = Field(default=False)
     orders_count: int = Field(default=0)
@@ -132,7 +134,9 @@ class ConsentEvent(SQLModel, table=True):
     __tablename__ = "consent_ledger"
 
     id: int | None = Field(default=None, primary_key=True)
-    contact_id: int | None = Field(default=None, foreign_key="contacts.id", index=True, ondelete="SET NULL")
+    contact_id: int | None = Field(
+        default=None, foreign_key="contacts.id", index=True, ondelete="SET NULL"
+    )
     list_id: int | None = Field(default=None, foreign_key="lists.id", ondelete="SET NULL")
     action: str = Field(max_length=16)
     source: str = Field(max_length=500)
@@ -169,7 +173,9 @@ class Order(SQLModel, table=True):
     currency: str = Field(max_length=3)
     ordered_at: datetime = _ts(nullable=False, index=True)
     discount_code: str | None = Field(default=None, max_length=128, index=True)
-    line_items: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSONType, nullable=True))
+    line_items: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSONType, nullable=True)
+    )
     created_at: datetime = _ts(nullable=False)
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from lists.addresses import suppression_key
 from lists.models import Suppression, SuppressionReason
@@ -48,7 +49,7 @@ def suppressed_among(session: Session, key: bytes, emails: Iterable[str]) -> set
     for i in range(0, len(digests), 500):
         chunk = digests[i : i + 500]
         rows = session.execute(
-            select(Suppression.address_hmac).where(Suppression.address_hmac.in_(chunk))  # type: ignore[attr-defined]
+            select(col(Suppression.address_hmac)).where(col(Suppression.address_hmac).in_(chunk))
         ).scalars()
         found.update(by_digest[d] for d in rows)
     return found

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from lists.errors import ConfigurationError
 from lists.models import Meta
@@ -33,7 +34,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``: SQLite in WAL mode (its directory created), or PostgreSQL (psycopg 3)."""
+    """An engine for ``url``: SQLite in WAL mode (directory created) or PostgreSQL (psycopg 3)."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -98,7 +99,7 @@ def check_schema(engine: Engine) -> None:
 
 def ensure_secret_key(session: Session) -> str:
     """The stored installation key, generated on first use. PATRON_SECRET_KEY overrides it."""
-    row = session.execute(select(Meta).where(Meta.key == "secret_key")).scalar_one_or_none()
+    row = session.execute(select(Meta).where(col(Meta.key) == "secret_key")).scalar_one_or_none()
     if row is None:
         row = Meta(key="secret_key", value=secrets.token_urlsafe(32))
         session.add(row)

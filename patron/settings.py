@@ -1,4 +1,4 @@
-"""Patron's settings: CLI > environment (``PATRON_…``, ``__`` between levels) > TOML file > defaults."""
+"""Patron's settings: CLI > environment (``PATRON_…``, ``__`` between levels) > TOML > defaults."""
 
 from __future__ import annotations
 
@@ -155,14 +155,14 @@ class Settings(BaseSettings):
         description="Key for HMAC tokens and suppression hashes; generated and stored in the "
         "database at `patron init` when unset. Changing it orphans existing suppressions.",
     )
-    smtp: SmtpSettings = Field(default_factory=SmtpSettings)  # type: ignore[arg-type]
-    sender: SenderSettings = Field(default_factory=SenderSettings)  # type: ignore[arg-type]
-    dkim: DkimSettings = Field(default_factory=DkimSettings)  # type: ignore[arg-type]
-    tracking: TrackingSettings = Field(default_factory=TrackingSettings)  # type: ignore[arg-type]
-    dns: DnsSettings = Field(default_factory=DnsSettings)  # type: ignore[arg-type]
-    delivery: DeliverySettings = Field(default_factory=DeliverySettings)  # type: ignore[arg-type]
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    sender: SenderSettings = Field(default_factory=SenderSettings)
+    dkim: DkimSettings = Field(default_factory=DkimSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
-    hygiene: HygieneSettings = Field(default_factory=HygieneSettings)  # type: ignore[arg-type]
+    hygiene: HygieneSettings = Field(default_factory=HygieneSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -221,7 +221,7 @@ def setting_sources(settings: Settings, cli: dict[str, Any] | None = None) -> di
     )()
     file_data = read_config_file()
     out: dict[str, str] = {}
-    for path in _flat(settings.model_dump(by_alias=False)):
+    for path in _flat(settings.model_dump(by_alias=True)):
         head, _, rest = path.partition(".")
         if head in cli:
             out[path] = "cli"
@@ -240,8 +240,7 @@ def _has(data: dict[str, Any], head: str, rest: str) -> bool:
     if not rest:
         return True
     value = data[head]
-    key = rest.removesuffix("_") if rest == "from_" else rest
-    return isinstance(value, dict) and (key in value or rest in value)
+    return isinstance(value, dict) and rest in value
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -255,11 +254,13 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def effective_settings(settings: Settings, cli: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def effective_settings(
+    settings: Settings, cli: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Rows of (setting, value, source, env name) with secrets masked, for `patron config`."""
     sources = setting_sources(settings, cli)
     rows = []
-    for path, value in _flat(settings.model_dump(by_alias=False)).items():
+    for path, value in _flat(settings.model_dump(by_alias=True)).items():
         shown: Any = value
         if isinstance(value, SecretStr):
             shown = "********" if value.get_secret_value() else ""
@@ -272,7 +273,7 @@ def effective_settings(settings: Settings, cli: dict[str, Any] | None = None) ->
                 "setting": path,
                 "value": shown,
                 "source": sources[path],
-                "env": ENV_PREFIX + path.replace(".", "__").upper().replace("FROM_", "FROM"),
+                "env": ENV_PREFIX + path.replace(".", "__").upper(),
             }
         )
     return rows

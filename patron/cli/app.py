@@ -7,8 +7,8 @@ import sys
 from typing import Annotated
 
 import typer
-from typer._click import exceptions as click_exc  # Typer vendors click since 0.20
 from sqlalchemy.exc import SQLAlchemyError
+from typer._click import exceptions as click_exc  # Typer vendors click since 0.20
 
 from lists.errors import PatronError
 from patron.context import AppContext
@@ -56,7 +56,8 @@ def _register() -> None:
         cmd_setup,
     )
 
-    for module in (cmd_setup, cmd_lists, cmd_contacts, cmd_orders, cmd_segments, cmd_reports, cmd_demo):
+    modules = (cmd_setup, cmd_lists, cmd_contacts, cmd_orders, cmd_segments, cmd_reports, cmd_demo)
+    for module in modules:
         module.register(app)
 
 

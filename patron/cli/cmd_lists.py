@@ -23,7 +23,8 @@ def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Name of the new list.")],
     single_opt_in: Annotated[
-        bool, typer.Option("--single-opt-in", help="Subscribers are confirmed at once (no confirmation mail).")
+        bool,
+        typer.Option("--single-opt-in", help="Confirm subscribers at once (no confirmation mail)."),
     ] = False,
     description: Annotated[str, typer.Option(help="What the list is for.")] = "",
     as_json: JsonOption = False,
