@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from lists.consent import Provenance, check_transition, confirm, confirm_token, subscribe, unsubscribe
+from lists.consent import (
+    Provenance,
+    check_transition,
+    confirm,
+    confirm_token,
+    subscribe,
+    unsubscribe,
+)
 from lists.errors import ConflictError, InvalidInputError
 from lists.mailing_lists import create_list
 from lists.models import ConsentEvent, Contact, Subscription, SubscriptionStatus
