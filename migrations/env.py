@@ -3,7 +3,8 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import lists.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import campaigns.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import lists.models  # noqa: F401
 
 config = context.config
 target_metadata = SQLModel.metadata
