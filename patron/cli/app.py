@@ -47,6 +47,7 @@ def get_ctx(ctx: typer.Context) -> AppContext:
 
 def _register() -> None:
     from patron.cli import (
+        cmd_campaigns,
         cmd_contacts,
         cmd_demo,
         cmd_lists,
@@ -56,7 +57,10 @@ def _register() -> None:
         cmd_setup,
     )
 
-    modules = (cmd_setup, cmd_lists, cmd_contacts, cmd_orders, cmd_segments, cmd_reports, cmd_demo)
+    modules = (
+        cmd_setup, cmd_lists, cmd_contacts, cmd_orders, cmd_segments, cmd_campaigns, cmd_reports,
+        cmd_demo,
+    )
     for module in modules:
         module.register(app)
 
