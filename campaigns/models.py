@@ -130,15 +130,32 @@ class DiscountCode(SQLModel, table=True):
     assigned_at: datetime | None = Field(default=None, nullable=True)
 
 
+class DeliveryFailure(StrEnum):
+    """Why a message ended `bounced` or `failed` (M1 splits bounces into hard and soft)."""
+
+    HARD_BOUNCE = "hard_bounce"  # 5xx about the recipient: the address is suppressed on 5.1.x
+    SOFT_BOUNCE = "soft_bounce"  # 4xx until the retry lifetime ran out
+    POLICY = "policy"  # 5.7.x / 554 blocks: the recipient is not at fault, the stream pauses
+    ERROR = "error"  # any other permanent failure (message refused, cannot be built)
+
+
 class Message(SQLModel, table=True):
     """The send log (D1): one row per (campaign, contact), with the recipient's frozen audience
-    decisions (variant, holdout, skip reason) and the delivery outcome."""
+    decisions (variant, holdout, skip reason) and the delivery outcome.
+
+    Delivery bookkeeping (campaigns/delivery): ``lease_owner`` is the worker holding the row;
+    ``state = sending`` is the durable "attempt started" mark written before the DATA payload
+    can reach the server; ``next_attempt_at`` is when the row may be claimed (first attempt or
+    retry); ``provider`` is the recipient's MX group once known."""
 
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("campaign_id", "contact_id", name="uq_messages_campaign_contact"),
         Index("ix_messages_campaign_state", "campaign_id", "state"),
         Index("ix_messages_due", "state", "due_at"),
+        Index("ix_messages_claim", "campaign_id", "state", "next_attempt_at"),
+        Index("ix_messages_lease_owner", "lease_owner"),
+        Index("ix_messages_last_attempt_at", "last_attempt_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -155,3 +172,64 @@ class Message(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, nullable=True)
     created_at: datetime = Field(nullable=False)
     updated_at: datetime = Field(nullable=False)
+    failure: str | None = Field(default=None, max_length=16)
+    provider: str | None = Field(default=None, max_length=255)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    next_attempt_at: datetime | None = Field(default=None, nullable=True)
+    first_attempt_at: datetime | None = Field(default=None, nullable=True)
+    last_attempt_at: datetime | None = Field(default=None, nullable=True)
+
+
+class Worker(SQLModel, table=True):
+    """A running `patron worker` process. Its message leases are valid while its heartbeat is
+    fresh; a worker found dead is reaped: its unstarted claims return to the queue and its
+    started attempts become `unknown`."""
+
+    __tablename__ = "workers"
+
+    id: str = Field(primary_key=True, max_length=64)
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = Field(nullable=False)
+    heartbeat_at: datetime = Field(nullable=False)
+
+
+class WorkerLease(SQLModel, table=True):
+    """An exclusive, expiring right held by one worker (on SQLite: the right to send at all)."""
+
+    __tablename__ = "worker_leases"
+
+    name: str = Field(primary_key=True, max_length=64)
+    owner: str | None = Field(default=None, max_length=64)
+    expires_at: datetime | None = Field(default=None, nullable=True)
+
+
+class ProviderState(SQLModel, table=True):
+    """Shared pace of one recipient provider (MX group): the AIMD factor applied to its rate and
+    concurrency, and a pause after a policy block."""
+
+    __tablename__ = "provider_state"
+
+    provider: str = Field(primary_key=True, max_length=255)
+    factor: float = Field(default=1.0)
+    paused_until: datetime | None = Field(default=None, nullable=True)
+    pause_reason: str | None = Field(default=None)
+    last_deferral_at: datetime | None = Field(default=None, nullable=True)
+    updated_at: datetime = Field(nullable=False)
+
+
+class Alert(SQLModel, table=True):
+    """Something an operator must look at: a provider blocking us, a campaign paused by its
+    complaint or bounce rate."""
+
+    __tablename__ = "alerts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(nullable=False, index=True)
+    level: str = Field(max_length=16)
+    kind: str = Field(max_length=32)
+    campaign_id: int | None = Field(
+        default=None, foreign_key="campaigns.id", ondelete="SET NULL"
+    )
+    provider: str | None = Field(default=None, max_length=255)
+    message: str
