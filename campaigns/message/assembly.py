@@ -1,0 +1,231 @@
+"""Message assembly: the exact bytes handed to SMTP for one recipient (SPEC D6, D7).
+
+A :class:`MessageSkeleton` is built once per campaign from what every message shares (From,
+List-Id, Feedback-ID, the MIME boundary, the signer), with those fields already encoded and
+canonicalized; :meth:`MessageSkeleton.assemble` then only encodes the per-recipient parts. The
+stdlib ``EmailMessage`` costs ~5 ms a message and dkimpy ~13 ms; this path is well under 1 ms.
+
+Each body part is UTF-8 in quoted-printable, or in base64 when that is smaller (mostly non-Latin
+text). Quoted-printable keeps Latin text readable and small, its lines stay within 76 octets,
+and since it always writes '=' as "=3D" a boundary containing "=_" can never occur inside a part:
+one random boundary per campaign is safe for every message.
+"""
+
+from __future__ import annotations
+
+import binascii
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from campaigns.message.dkim import (
+    SIGNED_FIELDS,
+    DkimSigner,
+    body_hash,
+    relaxed_body,
+    relaxed_header,
+)
+from campaigns.message.headers import (
+    Mailbox,
+    addr_spec,
+    check_message_id,
+    feedback_id_field,
+    fold,
+    format_date,
+    list_id_field,
+    mailbox_field,
+    make_message_id,
+    subject_words,
+    to_ascii_domain,
+    unsubscribe_words,
+)
+from campaigns.message.verp import verp_address
+from lists.errors import InvalidInputError
+
+CRLF = b"\r\n"
+# Each signed field occurs exactly once in an assembled message: list each twice (oversigning).
+_H_NAMES = SIGNED_FIELDS + SIGNED_FIELDS
+_QP = b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+_B64 = b"Content-Transfer-Encoding: base64\r\n\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientParts:
+    """What rendering produced for one recipient, plus the identity of the send."""
+
+    contact_id: int
+    to: Mailbox
+    subject: str
+    html: str
+    text: str
+    unsubscribe_url: str  # the one-click https URL (RFC 8058)
+    date: datetime  # the Date field and the DKIM t= timestamp
+    unsubscribe_mailto: str | None = None
+    message_id: str | None = None  # "<id@domain>"; a fresh one is made when None
+
+
+@dataclass(frozen=True, slots=True)
+class AssembledMessage:
+    """A message ready for SMTP: ``data`` goes after DATA, the rest into the envelope."""
+
+    data: bytes  # CRLF line ends, no line over 998 octets, signed when the skeleton has a signer
+    envelope_sender: str  # MAIL FROM: the VERP address that becomes the Return-Path
+    recipient: str  # RCPT TO
+    message_id: str  # with its angle brackets, as in the header
+    smtputf8: bool  # the relay must offer SMTPUTF8 (a non-ASCII local part)
+
+
+class MessageSkeleton:
+    """Everything a campaign's messages share, encoded once."""
+
+    def __init__(
+        self,
+        *,
+        sender: Mailbox,
+        campaign_id: int,
+        list_name: str,
+        list_id: str,
+        feedback_id: str,
+        return_path_domain: str,
+        verp_key: bytes,
+        signer: DkimSigner | None,
+        message_id_domain: str | None = None,
+    ) -> None:
+        from_spec = addr_spec(sender.email)
+        self.campaign_id = campaign_id
+        self._verp_domain = to_ascii_domain(return_path_domain)
+        self._verp_key = verp_key
+        self._signer = signer
+        self._from_smtputf8 = from_spec.smtputf8
+        self._mid_domain = to_ascii_domain(
+            message_id_domain or sender.email.rpartition("@")[2]
+        )
+        # Neither quoted-printable nor base64 output can contain "=_" (see the module doc).
+        self.boundary = "=_" + secrets.token_hex(12)
+        boundary = self.boundary.encode("ascii")
+        from_field = mailbox_field("From", sender, from_spec)
+        mime_field = b"MIME-Version: 1.0\r\n"
+        type_field = b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n'
+        list_field = list_id_field(list_name, list_id)
+        post_field = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        fbid_field = feedback_id_field(feedback_id)
+        self._from = from_field
+        self._tail = mime_field + list_field
+        self._post_fbid_type = post_field + fbid_field + type_field
+        self._canon = {
+            name: relaxed_header(field)
+            for name, field in (
+                ("from", from_field),
+                ("mime-version", mime_field),
+                ("content-type", type_field),
+                ("list-id", list_field),
+                ("list-unsubscribe-post", post_field),
+                ("feedback-id", fbid_field),
+            )
+        }
+        self._text_head = b"--" + boundary + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        self._html_head = b"--" + boundary + b"\r\nContent-Type: text/html; charset=utf-8\r\n"
+        self._close = b"--" + boundary + b"--\r\n"
+
+    def assemble(self, parts: RecipientParts) -> AssembledMessage:
+        """The signed message for one recipient; InvalidInputError if a part cannot be sent."""
+        to_spec = addr_spec(parts.to.email)
+        message_id = (
+            check_message_id(parts.message_id)
+            if parts.message_id is not None
+            else make_message_id(self._mid_domain)
+        )
+        to_field = mailbox_field("To", parts.to, to_spec)
+        subject_field = fold("Subject", subject_words(parts.subject))
+        date_field = b"Date: " + format_date(parts.date).encode("ascii") + CRLF
+        mid_field = b"Message-ID: " + message_id.encode("ascii") + CRLF
+        unsub_field = fold(
+            "List-Unsubscribe", unsubscribe_words(parts.unsubscribe_url, parts.unsubscribe_mailto)
+        )
+        body = b"".join(
+            (
+                self._text_head,
+                *_encode_part(parts.text),
+                self._html_head,
+                *_encode_part(parts.html),
+                self._close,
+            )
+        )
+        header = b"".join(
+            (
+                self._from,
+                to_field,
+                subject_field,
+                date_field,
+                mid_field,
+                self._tail,
+                unsub_field,
+                self._post_fbid_type,
+            )
+        )
+        if self._signer is not None:
+            canon = self._canon
+            signed = b"".join(
+                (
+                    canon["from"],
+                    relaxed_header(to_field),
+                    relaxed_header(subject_field),
+                    relaxed_header(date_field),
+                    relaxed_header(mid_field),
+                    canon["mime-version"],
+                    canon["content-type"],
+                    canon["list-id"],
+                    relaxed_header(unsub_field),
+                    canon["list-unsubscribe-post"],
+                    canon["feedback-id"],
+                )
+            )
+            signature = self._signer.signature_field(
+                signed, _H_NAMES, body_hash(relaxed_body(body)), int(parts.date.timestamp())
+            )
+            header = signature + header
+        return AssembledMessage(
+            data=header + CRLF + body,
+            envelope_sender=verp_address(
+                campaign_id=self.campaign_id,
+                contact_id=parts.contact_id,
+                domain=self._verp_domain,
+                key=self._verp_key,
+            ),
+            recipient=to_spec.text,
+            message_id=message_id,
+            smtputf8=self._from_smtputf8 or to_spec.smtputf8,
+        )
+
+
+def _encode_part(text: str) -> tuple[bytes, bytes]:
+    """The transfer-encoding field and encoded content of one text part.
+
+    Line ends become CRLF. A CRLF is appended before quoted-printable encoding so binascii sees
+    CRLF line ends (it picks them from the first line end); MIME gives that CRLF to the
+    boundary line, so the decoded part is exactly ``text`` with CRLF line ends.
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    try:
+        data = (text.replace("\n", "\r\n") + "\r\n").encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"a message part is not valid Unicode: {exc.reason}") from exc
+    qp = binascii.b2a_qp(data)
+    # Escape "From " at a line start: mbox storage would prefix '>' and break the DKIM body hash.
+    if qp.startswith(b"From ") or b"\nFrom " in qp:
+        qp = qp.replace(b"\nFrom ", b"\nFrom=20")
+        if qp.startswith(b"From "):
+            qp = b"From=20" + qp[5:]
+    if len(qp) * 57 <= len(data) * 78:
+        return _QP, qp
+    # Base64 lines end in their own CRLF: the appended one would become content.
+    return _B64, _base64_lines(data[:-2])
+
+
+def _base64_lines(data: bytes) -> bytes:
+    # 57 input bytes make one 76-character line (RFC 2045 §6.8).
+    return b"".join(
+        binascii.b2a_base64(data[i : i + 57], newline=False) + CRLF
+        for i in range(0, len(data), 57)
+    )
