@@ -288,6 +288,7 @@ def test_unsendable_parts_are_refused(skeleton, changes):
         {"feedback_id": "only-one-part"},
         {"return_path_domain": "bounce shop.example"},
         {"sender": Mailbox("news@shop.example\r\nBcc: x@evil.example")},
+        {"sender": Mailbox("news@shop.example", "Shop\r\nBcc: x@evil.example")},
     ],
 )
 def test_unsendable_campaign_settings_are_refused(changes):
@@ -457,5 +458,13 @@ def test_any_unicode_gives_a_well_formed_verified_message(
         return
     message = skeleton.assemble(p)
     assert_wire_format(message.data)
+    assert_round_trip(message.data, p, "anna@example.com")
+    assert verifies(message.data, key[1])
+
+
+def test_boundary_text_inside_a_part_cannot_split_it(skeleton, key):
+    fake = f"--{skeleton.boundary}\r\nContent-Type: text/html\r\n\r\n<h1>injected</h1>\r\n"
+    p = parts(html=fake + HTML, text=fake + TEXT)
+    message = skeleton.assemble(p)
     assert_round_trip(message.data, p, "anna@example.com")
     assert verifies(message.data, key[1])

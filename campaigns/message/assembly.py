@@ -29,6 +29,7 @@ from campaigns.message.headers import (
     Mailbox,
     addr_spec,
     check_message_id,
+    check_no_controls,
     feedback_id_field,
     fold,
     format_date,
@@ -59,7 +60,7 @@ class RecipientParts:
     html: str
     text: str
     unsubscribe_url: str  # the one-click https URL (RFC 8058)
-    date: datetime  # the Date field and the DKIM t= timestamp
+    date: datetime  # the time of sending: the Date field and the DKIM t= timestamp
     unsubscribe_mailto: str | None = None
     message_id: str | None = None  # "<id@domain>"; a fresh one is made when None
 
@@ -91,6 +92,7 @@ class MessageSkeleton:
         signer: DkimSigner | None,
         message_id_domain: str | None = None,
     ) -> None:
+        check_no_controls(sender.name, "the From name")
         from_spec = addr_spec(sender.email)
         self.campaign_id = campaign_id
         self._verp_domain = to_ascii_domain(return_path_domain)
@@ -112,17 +114,12 @@ class MessageSkeleton:
         self._from = from_field
         self._tail = mime_field + list_field
         self._post_fbid_type = post_field + fbid_field + type_field
-        self._canon = {
-            name: relaxed_header(field)
-            for name, field in (
-                ("from", from_field),
-                ("mime-version", mime_field),
-                ("content-type", type_field),
-                ("list-id", list_field),
-                ("list-unsubscribe-post", post_field),
-                ("feedback-id", fbid_field),
-            )
-        }
+        # The fixed fields' relaxed forms, in runs of SIGNED_FIELDS order.
+        self._canon_from = relaxed_header(from_field)
+        self._canon_mime_type_list = b"".join(
+            relaxed_header(field) for field in (mime_field, type_field, list_field)
+        )
+        self._canon_post_fbid = relaxed_header(post_field) + relaxed_header(fbid_field)
         self._text_head = b"--" + boundary + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
         self._html_head = b"--" + boundary + b"\r\nContent-Type: text/html; charset=utf-8\r\n"
         self._close = b"--" + boundary + b"--\r\n"
@@ -164,20 +161,16 @@ class MessageSkeleton:
             )
         )
         if self._signer is not None:
-            canon = self._canon
             signed = b"".join(
                 (
-                    canon["from"],
+                    self._canon_from,
                     relaxed_header(to_field),
                     relaxed_header(subject_field),
                     relaxed_header(date_field),
                     relaxed_header(mid_field),
-                    canon["mime-version"],
-                    canon["content-type"],
-                    canon["list-id"],
+                    self._canon_mime_type_list,
                     relaxed_header(unsub_field),
-                    canon["list-unsubscribe-post"],
-                    canon["feedback-id"],
+                    self._canon_post_fbid,
                 )
             )
             signature = self._signer.signature_field(

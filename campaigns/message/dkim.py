@@ -48,7 +48,7 @@ def relaxed_header(field: bytes) -> bytes:
     no WSP around the value, ending in CRLF."""
     name, _, value = field.partition(b":")
     value = value.replace(b"\r\n", b"").replace(b"\n", b"")
-    return name.lower().rstrip(b" \t") + b":" + _WSP_RUN.sub(b" ", value).strip() + b"\r\n"
+    return name.lower().rstrip() + b":" + _WSP_RUN.sub(b" ", value).strip() + b"\r\n"
 
 
 def relaxed_body(body: bytes) -> bytes:

@@ -9,12 +9,14 @@ What a line break (or another control character) in a value does, per field (SPE
   InvalidInputError. A subject is authored text; a line break in it is a template or data bug
   (or an injection attempt) that must surface (the scheduling check renders real recipients),
   not be quietly rewritten in what thousands of people read.
-- Display names (From, To, the List-Id phrase): each run of whitespace and control characters,
-  CR, LF and NUL included, becomes one space. A phrase's folding whitespace means one space
-  anyway (RFC 5322 §3.2.2), so nothing a reader sees is lost, and a contact's messy name must
-  not stop a send.
-- Machine values (addresses, unsubscribe URIs, the List-Id identifier, Feedback-ID, domains):
-  only their own strict character sets are accepted; anything else is refused.
+- Recipient display names (To): each run of whitespace and control characters, CR, LF and NUL
+  included, becomes one space. A phrase's folding whitespace means one space anyway (RFC 5322
+  §3.2.2), so nothing a reader sees is lost, and a contact's messy name must not stop a send.
+- Campaign values (the From display name, the list name in List-Id): control characters are
+  refused. They are checked once, when the campaign's skeleton is built, so a bad setting stops
+  the campaign before its first message.
+- Machine values (addresses, unsubscribe URIs, the List-Id identifier, Feedback-ID, domains,
+  Message-IDs): only their own strict character sets are accepted; anything else is refused.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ _LDH_DOMAIN = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
-# Control characters a subject may not carry (TAB is ordinary whitespace there).
-_SUBJECT_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# Control characters refused in authored text (TAB is ordinary whitespace there).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 # What collapses to one space in a display name: whitespace, controls, line separators.
 _NAME_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+")
 _URI = re.compile(r"[!-;=?-~]+")  # printable ASCII without '<' and '>'
@@ -63,7 +65,7 @@ _Q_TABLE = tuple(
 
 @dataclass(frozen=True, slots=True)
 class Mailbox:
-    """An address with an optional display name, as given (the name is sanitized on output)."""
+    """An address with an optional display name, as given (see the module doc for the name)."""
 
     email: str
     name: str = ""
@@ -79,8 +81,7 @@ class AddrSpec:
 
 def parse_mailbox(text: str) -> Mailbox:
     """Read ``Name <local@domain>`` (or a bare address), for example the configured From."""
-    if _SUBJECT_CONTROL.search(text):
-        raise InvalidInputError(f"address {text!r} contains a control character")
+    check_no_controls(text, "the address")
     name, email = parseaddr(text)
     if not email or "@" not in email:
         raise InvalidInputError(f"{text!r} is not an address of the form 'Name <user@domain>'")
@@ -155,13 +156,18 @@ def _b_word(data: bytes) -> str:
 
 def subject_words(subject: str) -> list[str]:
     """The words of a Subject field: plain ASCII as it is, anything else encoded."""
-    bad = _SUBJECT_CONTROL.search(subject)
+    check_no_controls(subject, "the subject")
+    return _text_words(subject, "Subject")
+
+
+def check_no_controls(value: str, what: str) -> None:
+    """InvalidInputError if ``value`` has a control character other than TAB (CR, LF, NUL …)."""
+    bad = _CONTROL.search(value)
     if bad:
         raise InvalidInputError(
-            f"the subject contains a control character (U+{ord(bad.group()):04X}); "
-            "line breaks are not allowed in a subject"
+            f"{what} contains a control character (U+{ord(bad.group()):04X}); "
+            "line breaks are not allowed there"
         )
-    return _text_words(subject, "Subject")
 
 
 def _text_words(text: str, field: str) -> list[str]:
@@ -209,7 +215,7 @@ def mailbox_field(field: str, mailbox: Mailbox, spec: AddrSpec) -> bytes:
     return fold(field, words)
 
 
-def addr_spec(email: str, *, keep_unicode_domain: bool = True) -> AddrSpec:
+def addr_spec(email: str) -> AddrSpec:
     """``email`` ready for a header and the envelope.
 
     A non-ASCII local part needs SMTPUTF8 (the flag is set and the domain is kept as given);
@@ -227,7 +233,7 @@ def addr_spec(email: str, *, keep_unicode_domain: bool = True) -> AddrSpec:
     else:
         if not _UTF8_DOT_ATOM.fullmatch(local) or _NAME_SPACE.search(local):
             raise InvalidInputError(f"invalid address {email!r}: unsupported local part")
-        text, smtputf8 = f"{local}@{domain if keep_unicode_domain else ascii_domain}", True
+        text, smtputf8 = f"{local}@{domain}", True
     if len(local.encode("utf-8")) > 64 or len(text.encode("utf-8")) > 254:
         raise InvalidInputError(f"invalid address {email!r}: too long")
     return AddrSpec(text=text, smtputf8=smtputf8)
@@ -290,8 +296,7 @@ def list_id_field(name: str, identifier: str) -> bytes:
     """``List-Id: Name <identifier>`` (RFC 2919); the identifier is a dotted ASCII atom."""
     if "." not in identifier or not _DOT_ATOM.fullmatch(identifier) or len(identifier) > 255:
         raise InvalidInputError(f"invalid List-Id {identifier!r}: use something like news.shop.com")
-    if _SUBJECT_CONTROL.search(name):
-        raise InvalidInputError("the list name used in List-Id contains a control character")
+    check_no_controls(name, "the list name")
     return fold("List-Id", [*phrase_words(name, "List-Id"), "<" + identifier + ">"])
 
 
