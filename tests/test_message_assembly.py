@@ -386,6 +386,30 @@ def test_campaign_shares_one_boundary_and_messages_get_unique_ids(skeleton):
     assert parse(given_id.data)["Message-ID"] == "<fixed.1@shop.example>"
 
 
+def test_marketing_mail_needs_an_unsubscribe_url_and_transactional_mail_may_omit_it(key):
+    with pytest.raises(InvalidInputError, match="unsubscribe"):
+        make_skeleton(None).assemble(parts(unsubscribe_url=None))
+    skeleton = MessageSkeleton(
+        sender=parse_mailbox("Shop News <news@shop.example>"),
+        campaign_id=0,
+        list_name="Shop Newsletter",
+        list_id="newsletter.shop.example",
+        feedback_id="confirm:shop",
+        return_path_domain="bounce.shop.example",
+        verp_key=VERP_KEY,
+        signer=DkimSigner("shop.example", "s1", key[0]),
+        transactional=True,
+    )
+    data = skeleton.assemble(parts(unsubscribe_url=None, unsubscribe_mailto=None)).data
+    assert b"List-Unsubscribe" not in data.split(b"\r\n\r\n")[0]
+    assert verifies(data, key[1])
+    # The absent fields are signed as absent: adding them breaks the signature.
+    added = data.replace(
+        b"\r\n\r\n", b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n", 1
+    )
+    assert not verifies(added, key[1])
+
+
 def test_unsigned_skeleton_produces_no_signature():
     data = make_skeleton(None).assemble(parts()).data
     assert b"DKIM-Signature" not in data

@@ -59,7 +59,7 @@ class RecipientParts:
     subject: str
     html: str
     text: str
-    unsubscribe_url: str  # the one-click https URL (RFC 8058)
+    unsubscribe_url: str | None  # the one-click URL (RFC 8058); None only for transactional mail
     date: datetime  # the time of sending: the Date field and the DKIM t= timestamp
     unsubscribe_mailto: str | None = None
     message_id: str | None = None  # "<id@domain>"; a fresh one is made when None
@@ -77,7 +77,12 @@ class AssembledMessage:
 
 
 class MessageSkeleton:
-    """Everything a campaign's messages share, encoded once."""
+    """Everything a campaign's messages share, encoded once.
+
+    ``transactional`` skeletons (an opt-in confirmation, say) accept parts without an
+    unsubscribe URL and then write neither List-Unsubscribe field; marketing ones refuse them
+    (checklist P8).
+    """
 
     def __init__(
         self,
@@ -91,6 +96,7 @@ class MessageSkeleton:
         verp_key: bytes,
         signer: DkimSigner | None,
         message_id_domain: str | None = None,
+        transactional: bool = False,
     ) -> None:
         check_no_controls(sender.name, "the From name")
         from_spec = addr_spec(sender.email)
@@ -98,6 +104,7 @@ class MessageSkeleton:
         self._verp_domain = to_ascii_domain(return_path_domain)
         self._verp_key = verp_key
         self._signer = signer
+        self._transactional = transactional
         self._from_smtputf8 = from_spec.smtputf8
         self._mid_domain = to_ascii_domain(
             message_id_domain or sender.email.rpartition("@")[2]
@@ -112,14 +119,16 @@ class MessageSkeleton:
         post_field = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
         fbid_field = feedback_id_field(feedback_id)
         self._from = from_field
-        self._tail = mime_field + list_field
-        self._post_fbid_type = post_field + fbid_field + type_field
+        self._mime_list = mime_field + list_field
+        self._post = post_field
+        self._fbid_type = fbid_field + type_field
         # The fixed fields' relaxed forms, in runs of SIGNED_FIELDS order.
         self._canon_from = relaxed_header(from_field)
         self._canon_mime_type_list = b"".join(
             relaxed_header(field) for field in (mime_field, type_field, list_field)
         )
-        self._canon_post_fbid = relaxed_header(post_field) + relaxed_header(fbid_field)
+        self._canon_post = relaxed_header(post_field)
+        self._canon_fbid = relaxed_header(fbid_field)
         self._text_head = b"--" + boundary + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
         self._html_head = b"--" + boundary + b"\r\nContent-Type: text/html; charset=utf-8\r\n"
         self._close = b"--" + boundary + b"--\r\n"
@@ -136,9 +145,18 @@ class MessageSkeleton:
         subject_field = fold("Subject", subject_words(parts.subject))
         date_field = b"Date: " + format_date(parts.date).encode("ascii") + CRLF
         mid_field = b"Message-ID: " + message_id.encode("ascii") + CRLF
-        unsub_field = fold(
-            "List-Unsubscribe", unsubscribe_words(parts.unsubscribe_url, parts.unsubscribe_mailto)
-        )
+        if parts.unsubscribe_url is not None:
+            unsub_field = fold(
+                "List-Unsubscribe",
+                unsubscribe_words(parts.unsubscribe_url, parts.unsubscribe_mailto),
+            )
+            post_field = self._post
+            canon_unsub_post = relaxed_header(unsub_field) + self._canon_post
+        elif self._transactional:
+            # Both stay in h= all the same, so neither can be added on the way.
+            unsub_field = post_field = canon_unsub_post = b""
+        else:
+            raise InvalidInputError("a marketing message needs a one-click unsubscribe URL")
         body = b"".join(
             (
                 self._text_head,
@@ -155,9 +173,10 @@ class MessageSkeleton:
                 subject_field,
                 date_field,
                 mid_field,
-                self._tail,
+                self._mime_list,
                 unsub_field,
-                self._post_fbid_type,
+                post_field,
+                self._fbid_type,
             )
         )
         if self._signer is not None:
@@ -169,8 +188,8 @@ class MessageSkeleton:
                     relaxed_header(date_field),
                     relaxed_header(mid_field),
                     self._canon_mime_type_list,
-                    relaxed_header(unsub_field),
-                    self._canon_post_fbid,
+                    canon_unsub_post,
+                    self._canon_fbid,
                 )
             )
             signature = self._signer.signature_field(
