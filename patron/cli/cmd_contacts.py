@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -53,6 +54,11 @@ def show(
     emit(detail.to_document(), as_json, lambda c: _print_detail(c, detail.to_document()))
 
 
+def _at(value: str | None) -> str | None:
+    # Human view: minutes are enough, and everything is UTC.
+    return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M") if value else None
+
+
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     # Values are data, not rich markup: a source such as "[erased]" must print as written.
     return table(title, columns, [[None if v is None else escape(str(v)) for v in r] for r in rows])
@@ -66,8 +72,8 @@ def _print_detail(c: Console, doc: dict[str, Any]) -> None:
         ("customer id", p["customer_id"]),
         ("locale", p["locale"]),
         ("time zone", p["timezone"]),
-        ("created", p["created_at"]),
-        ("updated", p["updated_at"]),
+        ("created", _at(p["created_at"])),
+        ("updated", _at(p["updated_at"])),
     ]
     for label, value in facts:
         if value:
@@ -81,32 +87,34 @@ def _print_detail(c: Console, doc: dict[str, Any]) -> None:
     c.print(f"  flags: {', '.join(marks) if marks else 'none'}")
     c.print(
         f"  orders: {agg['orders_count']}, spent {agg['total_spent_cents'] / 100:,.2f}"
-        f", first {agg['first_order_at'] or '–'}, last {agg['last_order_at'] or '–'}"
+        f", first {_at(agg['first_order_at']) or '–'}, last {_at(agg['last_order_at']) or '–'}"
     )
     c.print(
-        f"  last emailed {agg['last_emailed_at'] or '–'}, opened {agg['last_opened_at'] or '–'}"
-        f", clicked {agg['last_clicked_at'] or '–'}"
+        f"  last emailed {_at(agg['last_emailed_at']) or '–'}"
+        f", opened {_at(agg['last_opened_at']) or '–'}"
+        f", clicked {_at(agg['last_clicked_at']) or '–'}"
     )
+    c.print("  (times in UTC)", style="dim")
     c.print()
     c.print(_table("Subscriptions", ["list", "status", "since", "confirmed", "unsubscribed"],
-                  [[s["list"], s["status"], s["created_at"], s["confirmed_at"],
-                    s["unsubscribed_at"]] for s in doc["subscriptions"]])
+                  [[s["list"], s["status"], _at(s["created_at"]), _at(s["confirmed_at"]),
+                    _at(s["unsubscribed_at"])] for s in doc["subscriptions"]])
             if doc["subscriptions"] else "no subscriptions")
     c.print()
-    c.print(_table("Consent ledger", ["when", "list", "action", "source", "ip", "text version"],
-                  [[r["occurred_at"], r["list"] or "(all lists)", r["action"], r["source"], r["ip"],
-                    r["consent_text_version"]] for r in doc["consent_ledger"]])
+    c.print(_table("Consent ledger", ["when", "list", "action", "source", "ip", "text"],
+                  [[_at(r["occurred_at"]), r["list"] or "(all lists)", r["action"], r["source"],
+                    r["ip"], r["consent_text_version"]] for r in doc["consent_ledger"]])
             if doc["consent_ledger"] else "consent ledger: empty")
     if doc["orders"]:
         c.print()
         c.print(_table("Last orders", ["when", "order", "total", "discount"],
-                      [[o["ordered_at"], o["order_id"],
+                      [[_at(o["ordered_at"]), o["order_id"],
                         f"{o['total_cents'] / 100:,.2f} {o['currency']}", o["discount_code"]]
                        for o in doc["orders"]]))
     if doc["events"]:
         c.print()
         c.print(_table("Recent events", ["when", "event", "class", "campaign", "url"],
-                      [[e["occurred_at"], e["kind"], e["classification"], e["campaign_id"],
+                      [[_at(e["occurred_at"]), e["kind"], e["classification"], e["campaign_id"],
                         e["url"]] for e in doc["events"]]))
 
 
