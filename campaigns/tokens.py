@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import re
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ MAX_LINK_INDEX = 9_999
 # NUL never occurs in the other messages this installation key signs (addresses, webhooks).
 _DOMAIN = b"\x00patron-token\x00"
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+_SMALL = [bytes((i,)) for i in range(128)]
 
 
 class TokenKind(IntEnum):
@@ -108,7 +111,7 @@ def _mac(key: bytes, kind: TokenKind, body: bytes) -> bytes:
 
 
 def _encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(raw, newline=False).rstrip(b"=").translate(_URL_SAFE).decode()
 
 
 def _make(key: bytes, kind: TokenKind, *fields: int) -> str:
@@ -149,12 +152,14 @@ def make_click_tokens(key: bytes, campaign_id: int, contact_id: int, count: int)
     if count > MAX_LINK_INDEX + 1:
         raise ValueError(f"too many links: {count}")
     prefix = bytes((VERSION,)) + _uvarint(campaign_id) + _uvarint(contact_id)
-    domain = _DOMAIN + bytes((TokenKind.CLICK,))
+    # The HMAC state after the shared prefix is computed once and copied for each link.
+    shared = hmac.new(key, _DOMAIN + bytes((TokenKind.CLICK,)) + prefix, hashlib.sha256)
     tokens = []
     for index in range(count):
-        body = prefix + _uvarint(index)
-        mac = hmac.digest(key, domain + body, "sha256")[:MAC_BYTES]
-        tokens.append(_encode(body + mac))
+        suffix = _SMALL[index] if index < 128 else _uvarint(index)
+        mac = shared.copy()
+        mac.update(suffix)
+        tokens.append(_encode(prefix + suffix + mac.digest()[:MAC_BYTES]))
     return tokens
 
 

@@ -473,3 +473,35 @@ def test_recipient_from_a_stored_contact():
     assert recipient == Recipient(5, "c@example.com", "Cleo", None, {"city": "Esch"}, Discount("X"))
     with pytest.raises(ValueError):
         Recipient.from_contact(Contact(email="n@example.com"))
+
+
+CHAINS_BODY = """\
+<mj-text>
+  {% if content.promo %}<a href="https://shop.example/promo">Promo</a>
+  {% else %}<a href="https://shop.example/plain">Plain</a>{% endif %}
+  <p>{% if content.flag %}Flagged{% elif attr.vip is defined %}VIP{% else %}Other{% endif %}</p>
+  <p>{% if content.promo %}{{ contact.no_such_thing }}{% endif %}</p>
+  <p>{% for tag in attr.tags | default([]) %}[{{ tag }}]{% else %}no tags{% endfor %}</p>
+</mj-text>"""
+
+
+def test_campaign_level_conditions_are_decided_once(tmp_path):
+    path = write(tmp_path, page(CHAINS_BODY))
+    compiled = compile_file(path, content={"promo": "", "flag": ""})
+    # The branch that can never show contributes no link and no error.
+    assert [link.name for link in compiled.links] == ["plain"]
+    vip = render_message(compiled, ADA, KEY)
+    assert "Plain (" in vip.text and "Promo" not in vip.html
+    assert "VIP" in vip.text and "Other" not in vip.text and "no tags" in vip.text
+    tagged = Recipient(8, "t@example.com", attributes={"tags": ["a", "<b>"]})
+    other = render_message(compiled, tagged, KEY)
+    assert "Other" in other.text and "[a][<b>]" in other.text and "[a][&lt;b&gt;]" in other.html
+
+    flagged = compile_file(path, content={"promo": "yes", "flag": "yes"})
+    assert [link.name for link in flagged.links] == ["promo"]
+    line = line_of(page(CHAINS_BODY), "no_such_thing")
+    with pytest.raises(TemplateError) as raised:
+        render_message(flagged, ADA, KEY)
+    assert str(raised.value) == (
+        f"template \"mine\" line {line}: 'contact' has no attribute 'no_such_thing'"
+    )

@@ -20,7 +20,6 @@ from campaigns.rendering.context import (
     SYSTEM_URL_NAMES,
     CampaignInfo,
     MessageKind,
-    Namespace,
     Shop,
     campaign_namespace,
     content_namespace,
@@ -73,9 +72,11 @@ class CompiledCampaign:
     html_template: Template
     text_template: Template
     subject_template: Template
-    shop_ns: Namespace
-    content_ns: Namespace
+    # Variables common to every recipient (Jinja's globals, shop, content).
+    base_context: Mapping[str, Any]
     campaign_data: Mapping[str, Any]
+    # Whether the text part keeps block tags, which can leave blank runs to tidy per recipient.
+    text_needs_tidy: bool
     # The original sources (template, then partials), to locate rendering errors in them.
     sources: tuple[tuple[str, str], ...]
     compile_seconds: float
@@ -191,8 +192,8 @@ def compile_campaign(
         html_template=html_template,
         text_template=text_template,
         subject_template=subject_template,
-        shop_ns=shop_ns,
-        content_ns=content_ns,
+        base_context={**env.globals, "shop": shop_ns, "content": content_ns},
+        text_needs_tidy=markers.block_pattern.search(text) is not None,
         campaign_data={"id": campaign.id, "name": campaign.name, "slug": campaign.utm_campaign},
         sources=tuple(markers.sources.items()),
         compile_seconds=time.perf_counter() - started,

@@ -40,6 +40,9 @@ _CHUNK_RE = re.compile(
 _INCLUDE_RE = re.compile(r"<mj-include\b((?:[^>\"']|\"[^\"]*\"|'[^']*')*?)/?>(?:\s*</mj-include>)?")
 _INCLUDE_ATTR_RE = re.compile(r"""([\w-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 _RAW_EDGE_RE = re.compile(r"<(/?)mj-raw\b")
+_TAG_NAME_RE = re.compile(r"\{%[-+]?\s*(\w+)")
+_CONDITION_RE = re.compile(r"\{%[-+]?\s*(?:el)?if\s(.*?)[-+]?%\}", re.S)
+_OPENING_TAGS = frozenset({"for", "if", "macro", "call", "filter", "block", "with", "autoescape"})
 # A '{' that would open a Jinja tag once static text and restored tags are joined.
 _STATIC_BRACE = re.compile(r"\{(?=[{%#]|\Z)")
 MAX_INCLUDE_DEPTH = 8
@@ -66,6 +69,21 @@ class _Piece:
     file: str
     origin: int  # offset of the piece in its file's source
     replaced: bool
+
+
+@dataclass
+class _Block:
+    """An open Jinja block while scanning. An ``if`` chain whose conditions only use
+    campaign-level names is decided at compile time: ``searching`` (no branch taken yet),
+    ``taken`` (this branch is kept), ``done`` (a branch was taken before); ``dynamic`` blocks
+    are left to rendering time; ``dead`` ones sit inside a dropped branch."""
+
+    name: str
+    state: str
+
+    @property
+    def live(self) -> bool:
+        return self.state in ("pass", "dynamic", "taken")
 
 
 @dataclass
@@ -107,6 +125,7 @@ class Markers:
         )
         self.chunks: list[Chunk] = []
         self.sources: dict[str, str] = {}
+        self._values: dict[str, str | None] = {}
         self.protected = ""
         self._pieces: list[_Piece] = []
         self._starts: list[int] = []
@@ -134,14 +153,19 @@ class Markers:
         self.sources.setdefault(file, source)
         pieces: list[_Piece] = []
         scan = _Scan()
+        blocks: list[_Block] = []
         pos, line, strip_next = 0, 1, False
         for match in _CHUNK_RE.finditer(source):
             static = source[pos : match.start()]
-            self._static(pieces, static, file, pos, strip_next, scan, stack)
+            live = all(b.live for b in blocks)
+            if live:
+                self._static(pieces, static, file, pos, strip_next, scan, stack)
             line += static.count("\n")
             strip_next = False
             text = match.group(0)
-            if match.group("raw") is not None:
+            if not live and match.group("block") is None:
+                pass
+            elif match.group("raw") is not None:
                 body = match.group("rawbody")
                 pieces.append(_Piece(body, file, match.start("rawbody"), False))
                 scan.advance(body)
@@ -156,12 +180,61 @@ class Markers:
                     strip_next = text.endswith("-}}")
                     pieces.append(_Piece(value, file, match.start(), True))
             elif match.group("block") is not None:
-                chunk = self._chunk(True, text, file, line)
-                pieces.append(_Piece(self._place("B", chunk, scan), file, match.start(), True))
+                emitted = self._block(text, blocks, live)
+                if emitted is not None:
+                    chunk = self._chunk(True, emitted, file, line)
+                    pieces.append(_Piece(self._place("B", chunk, scan), file, match.start(), True))
             line += text.count("\n")
             pos = match.end()
-        self._static(pieces, source[pos:], file, pos, strip_next, scan, stack)
+        if all(b.live for b in blocks):
+            self._static(pieces, source[pos:], file, pos, strip_next, scan, stack)
         return pieces
+
+    def _block(self, text: str, blocks: list[_Block], live: bool) -> str | None:
+        """Track the block structure; decide campaign-level ``if`` chains now. Returns the tag
+        to leave for rendering time, or None when the tag is resolved or dropped."""
+        name_match = _TAG_NAME_RE.match(text)
+        name = name_match.group(1) if name_match else ""
+        top = blocks[-1] if blocks else None
+        if name == "if":
+            if not live:
+                blocks.append(_Block("if", "dead"))
+                return None
+            decided = self._condition(text)
+            state = "dynamic" if decided is None else ("taken" if decided else "searching")
+            blocks.append(_Block("if", state))
+            return text if decided is None else None
+        if name in ("elif", "else") and top is not None and top.name == "if":
+            if top.state in ("dead", "dynamic"):
+                return text if top.state == "dynamic" else None
+            if top.state in ("taken", "done"):
+                top.state = "done"
+                return None
+            if name == "else":
+                top.state = "taken"
+                return None
+            decided = self._condition(text)
+            if decided is None:
+                # Every earlier branch was false: this one opens the chain left for later.
+                top.state = "dynamic"
+                return "{% if" + text[text.index("elif") + 4 :]
+            top.state = "taken" if decided else "searching"
+            return None
+        if name.startswith("end") and top is not None:
+            blocks.pop()
+            return text if top.state in ("pass", "dynamic") else None
+        if name in _OPENING_TAGS or (name == "set" and "=" not in text):
+            blocks.append(_Block(name, "pass" if live else "dead"))
+        return text if live else None
+
+    def _condition(self, text: str) -> bool | None:
+        """The value of a campaign-level ``if``/``elif`` condition, or None when it is not
+        one (or cannot be decided now)."""
+        match = _CONDITION_RE.match(text)
+        if match is None:
+            return None
+        value = self._evaluate("{% if " + match.group(1) + " %}1{% endif %}")
+        return None if value is None else value == "1"
 
     def _place(self, letter: str, chunk: Chunk, scan: _Scan) -> str:
         marker = self.marker(letter, chunk.number)
@@ -237,9 +310,14 @@ class Markers:
         return chunk
 
     def _evaluate(self, text: str) -> str | None:
-        """The rendered value of a campaign-level expression, or None to leave it for later."""
+        """The rendered value of campaign-level Jinja, or None to leave it for later."""
+        if text not in self._values:
+            self._values[text] = self._evaluate_once(text)
+        return self._values[text]
+
+    def _evaluate_once(self, text: str) -> str | None:
         names = meta.find_undeclared_variables(self.env.parse(text))
-        if not names or not names <= CAMPAIGN_NAMES:
+        if not names <= CAMPAIGN_NAMES:
             return None
         try:
             return self.env.from_string(text).render(self.campaign_context)

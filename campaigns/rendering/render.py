@@ -21,7 +21,7 @@ from campaigns.rendering.context import (
 from campaigns.rendering.environment import error_detail, template_line
 from campaigns.rendering.errors import TemplateError
 from campaigns.rendering.links import TrackedLink
-from campaigns.rendering.text import tidy_text
+from campaigns.rendering.text import tidy_rendered
 from campaigns.tokens import make_click_tokens, make_open_token, make_unsubscribe_token
 
 # Anything that would break a header line or hide in it: C0 controls, DEL, C1 controls.
@@ -53,13 +53,10 @@ def recipient_context(
 ) -> dict[str, Any]:
     """The variables of ``recipient``'s message (the subject is added once rendered)."""
     contact = ContactView(recipient)
-    context: dict[str, Any] = {
-        "contact": contact,
-        "attr": contact.attributes,
-        "shop": compiled.shop_ns,
-        "content": compiled.content_ns,
-        "campaign": Namespace("campaign", compiled.campaign_data),
-    }
+    context = dict(compiled.base_context)
+    context["contact"] = contact
+    context["attr"] = contact.attributes
+    context["campaign"] = Namespace("campaign", compiled.campaign_data)
     if recipient.discount is not None:
         context["discount"] = DiscountView(recipient.discount)
     if recipient.confirm_url is not None:
@@ -89,7 +86,9 @@ def render_message(
         raise TemplateError(compiled.template_name, "the subject is empty", file=SUBJECT_FILE)
     context["campaign"] = Namespace("campaign", {**compiled.campaign_data, "subject": subject})
     html = _render(compiled, compiled.html_template, context)
-    text = tidy_text(_render(compiled, compiled.text_template, context))
+    text = _render(compiled, compiled.text_template, context)
+    if compiled.text_needs_tidy:
+        text = tidy_rendered(text)
     unsubscribe = context.get("unsubscribe_url")
     return RenderedMessage(subject, html, text, compiled.links, unsubscribe)
 
@@ -101,8 +100,13 @@ def _render(
     *,
     subject: bool = False,
 ) -> str:
+    env = template.environment
     try:
-        return template.render(context)
+        try:
+            # Template.render without its copy of the variables: they are fresh per recipient.
+            return "".join(template.root_render_func(template.new_context(context, shared=True)))
+        except Exception:
+            env.handle_exception()  # re-raised with the template's lines in the traceback
     except TemplateError:
         raise
     except Exception as error:
