@@ -32,7 +32,7 @@ def sunset_contact_ids(
     *,
     campaigns: int = DEFAULT_SUNSET_CAMPAIGNS,
     days: int = DEFAULT_SUNSET_DAYS,
-) -> Select[tuple[int]]:
+) -> Select[int]:
     """Ids of contacts to sunset: at least ``campaigns`` ``sent`` events in the ``days`` before
     ``now`` and, in that window, no human open, no human click and no order.
 
