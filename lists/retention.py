@@ -1,9 +1,10 @@
 """The shop's own retention KPIs over a period (M7), beside the preceding period of equal length
 and the same period a year earlier. Definitions: docs/metrics.md.
 
-Everything comes from the orders table (M8: derivable from stored rows, not counters), in one
-grouped pass over the orders before the end of the report for all three periods at once, plus
-one scan of the orders inside the periods, one count of contacts and one currency look-up."""
+Everything comes from the orders table (M8: derivable from stored rows, not counters), for all
+three periods at once: one grouped pass per contact that reads only the (contact_id,
+ordered_at) index, one sequential pass for the money, one count of contacts, and — only when
+customers pay in several currencies — one more grouped pass."""
 
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def retention_report(
     """The M7 KPIs of [start, end) with the preceding period and the same period a year ago.
 
     Money figures (average order value, lifetime value, revenue) count only orders in
-    ``currency``; by default the currency most of the shop's orders are in."""
+    ``currency``; by default the currency most of the shop's latest orders are in."""
     if start.tzinfo is None or end.tzinfo is None:
         raise InvalidInputError("report bounds must be timezone-aware (UTC)")
     if end <= start:
@@ -110,8 +111,12 @@ def retention_report(
     window = timedelta(days=active_window_days)
     report_currency = currency.upper() if currency else _main_currency(session, end)
 
-    customers = _customer_figures(session, periods, window, report_currency)
-    stores = _store_figures(session, periods, report_currency)
+    customers = _customer_figures(session, periods, window)
+    stores, mixed = _store_figures(session, periods, report_currency)
+    if mixed:
+        paying = _currency_customers(session, periods, report_currency)
+    else:  # one currency: every customer paid in it
+        paying = {name: figures["customers"] for name, figures in customers.items()}
     contacts = _contact_counts(session, periods)
 
     figures = {
@@ -119,6 +124,7 @@ def retention_report(
             period,
             customers[name],
             stores[name],
+            paying[name],
             contacts[name] + customers[name]["customers_created_later"],
         )
         for name, period in periods.items()
@@ -134,14 +140,27 @@ def retention_report(
     )
 
 
+# The currency of the shop is what its latest orders are paid in; looking at the latest
+# thousand keeps this a short walk down the ordered_at index instead of a full scan.
+_CURRENCY_SAMPLE = 1000
+
+
 def _main_currency(session: Session, before: datetime) -> str | None:
-    row = session.execute(
-        select(col(Order.currency))
+    latest = (
+        select(col(Order.currency).label("currency"))
         .where(col(Order.ordered_at) < before)
-        .group_by(col(Order.currency))
-        .order_by(func.count().desc(), col(Order.currency))
+        .order_by(col(Order.ordered_at).desc())
+        .limit(_CURRENCY_SAMPLE)
+        .subquery()
+    )
+    row = session.execute(
+        select(latest.c.currency)
+        .group_by(latest.c.currency)
+        .order_by(func.count().desc(), latest.c.currency)
         .limit(1)
     ).first()
+    if row is None:  # nothing before the end: any order at all decides
+        row = session.execute(select(col(Order.currency)).limit(1)).first()
     return str(row[0]) if row is not None else None
 
 
@@ -150,16 +169,14 @@ def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
 
 
 def _customer_figures(
-    session: Session, periods: dict[str, Period], window: timedelta, currency: str | None
+    session: Session, periods: dict[str, Period], window: timedelta
 ) -> dict[str, dict[str, int]]:
     # Pass 1, per contact, over attributed orders before the latest end: what each period needs
-    # to know about that contact (orders before its end, activity at its start and end, orders
-    # inside it, revenue before its end in the report currency).
+    # to know about that contact (orders before its end, activity at its start and its end,
+    # orders inside it). Only contact_id and ordered_at are read, so the (contact_id,
+    # ordered_at) index covers the pass and the table itself is never touched.
     latest_end = max(p.end for p in periods.values())
     at = col(Order.ordered_at)
-    in_currency: ColumnElement[bool] = (
-        col(Order.currency) == currency if currency is not None else false()
-    )
     columns: list[Any] = [col(Order.contact_id).label("contact_id"), func.min(at).label("first_at")]
     for name, p in periods.items():
         columns += [
@@ -167,10 +184,6 @@ def _customer_figures(
             func.max(_flag(and_(at >= p.start - window, at < p.start))).label(f"{name}_active_s"),
             func.max(_flag(and_(at >= p.end - window, at < p.end))).label(f"{name}_active_e"),
             func.sum(_flag(and_(at >= p.start, at < p.end))).label(f"{name}_n_period"),
-            func.sum(case((and_(at < p.end, in_currency), col(Order.total_cents)), else_=0)).label(
-                f"{name}_revenue"
-            ),
-            func.sum(_flag(and_(at < p.end, in_currency))).label(f"{name}_n_currency"),
         ]
     per_contact = (
         select(*columns)
@@ -180,7 +193,7 @@ def _customer_figures(
     )
     c = per_contact.c
 
-    # Pass 2: sum those per-contact facts into the counts each period's KPIs are made of.
+    # Then sum those per-contact facts into the counts each period's KPIs are made of.
     totals: list[Any] = []
     for name, p in periods.items():
         n = c[f"{name}_n"]
@@ -193,8 +206,6 @@ def _customer_figures(
             func.sum(_flag(and_(c.first_at >= p.start, c.first_at < p.end))),
             func.sum(_flag(c[f"{name}_n_period"] >= 1)),
             func.sum(c[f"{name}_n_period"]),
-            func.sum(c[f"{name}_revenue"]),
-            func.sum(_flag(c[f"{name}_n_currency"] >= 1)),
             func.sum(_flag(and_(n >= 1, col(Contact.created_at) >= p.end))),
         ]
     row = session.execute(
@@ -202,45 +213,70 @@ def _customer_figures(
     ).one()
     keys = (
         "customers", "repeat_customers", "loyal_customers", "active_at_start", "active_at_end",
-        "new_customers", "buying_customers", "customer_orders", "customer_revenue_cents",
-        "currency_customers", "customers_created_later",
+        "new_customers", "buying_customers", "customer_orders", "customers_created_later",
     )
-    out: dict[str, dict[str, int]] = {}
     values = [int(v or 0) for v in row]
-    for i, name in enumerate(periods):
-        out[name] = dict(zip(keys, values[i * len(keys) : (i + 1) * len(keys)], strict=True))
-    return out
+    return {
+        name: dict(zip(keys, values[i * len(keys) : (i + 1) * len(keys)], strict=True))
+        for i, name in enumerate(periods)
+    }
 
 
 def _store_figures(
     session: Session, periods: dict[str, Period], currency: str | None
-) -> dict[str, dict[str, int]]:
-    # Every order inside each period, attributed to a contact or not (erased contacts' orders
-    # still happened): the store-level order count and revenue.
+) -> tuple[dict[str, dict[str, int]], bool]:
+    # Pass 2, one sequential read of the orders (no WHERE, so no index detour for a range that
+    # is most of the table): per period, every order inside it, attributed to a contact or not
+    # (erased contacts' orders still happened), and the customers' revenue before its end.
+    # Also whether customers paid in another currency, which makes pass 3 necessary.
     at = col(Order.ordered_at)
+    attributed = col(Order.contact_id).is_not(None)
     in_currency: ColumnElement[bool] = (
         col(Order.currency) == currency if currency is not None else false()
     )
+    cents = col(Order.total_cents)
     columns: list[Any] = []
     for p in periods.values():
         inside = and_(at >= p.start, at < p.end)
         columns += [
             func.sum(_flag(inside)),
             func.sum(_flag(and_(inside, in_currency))),
-            func.sum(case((and_(inside, in_currency), col(Order.total_cents)), else_=0)),
+            func.sum(case((and_(inside, in_currency), cents), else_=0)),
+            func.sum(case((and_(at < p.end, attributed, in_currency), cents), else_=0)),
         ]
-    lo = min(p.start for p in periods.values())
-    hi = max(p.end for p in periods.values())
-    row = session.execute(select(*columns).where(at >= lo, at < hi)).one()
-    values = [int(v or 0) for v in row]
-    return {
+    latest_end = max(p.end for p in periods.values())
+    columns.append(func.sum(_flag(and_(at < latest_end, attributed, ~in_currency))))
+    values = [int(v or 0) for v in session.execute(select(*columns)).one()]
+    stores = {
         name: {
-            "orders": values[3 * i],
-            "currency_orders": values[3 * i + 1],
-            "revenue_cents": values[3 * i + 2],
+            "orders": values[4 * i],
+            "currency_orders": values[4 * i + 1],
+            "revenue_cents": values[4 * i + 2],
+            "customer_revenue_cents": values[4 * i + 3],
         }
         for i, name in enumerate(periods)
     }
+    return stores, values[-1] > 0
+
+
+def _currency_customers(
+    session: Session, periods: dict[str, Period], currency: str | None
+) -> dict[str, int]:
+    # Pass 3, only for shops whose customers pay in several currencies: the customers who
+    # paid in the report currency before each end (the lifetime value's denominator).
+    at = col(Order.ordered_at)
+    in_currency: ColumnElement[bool] = (
+        col(Order.currency) == currency if currency is not None else false()
+    )
+    per_contact = (
+        select(*(func.max(_flag(and_(at < p.end, in_currency))).label(name)
+                 for name, p in periods.items()))
+        .where(col(Order.contact_id).is_not(None))
+        .group_by(col(Order.contact_id))
+        .subquery("paying")
+    )
+    row = session.execute(select(*(func.sum(per_contact.c[name]) for name in periods))).one()
+    return {name: int(v or 0) for name, v in zip(periods, row, strict=True)}
 
 
 def _contact_counts(session: Session, periods: dict[str, Period]) -> dict[str, int]:
@@ -255,7 +291,7 @@ def _ratio(numerator: float, denominator: float, scale: float = 1.0) -> float | 
 
 
 def _kpis(
-    period: Period, cust: dict[str, int], store: dict[str, int], contacts: int
+    period: Period, cust: dict[str, int], store: dict[str, int], paying: int, contacts: int
 ) -> dict[str, Any]:
     retention = _ratio(
         cust["active_at_end"] - cust["new_customers"], cust["active_at_start"], 100.0
@@ -270,9 +306,7 @@ def _kpis(
         "loyal_customer_rate": _ratio(cust["loyal_customers"], cust["repeat_customers"], 100.0),
         "average_order_value": _ratio(store["revenue_cents"], store["currency_orders"], 0.01),
         "purchase_frequency": _ratio(cust["customer_orders"], cust["buying_customers"]),
-        "customer_lifetime_value": _ratio(
-            cust["customer_revenue_cents"], cust["currency_customers"], 0.01
-        ),
+        "customer_lifetime_value": _ratio(store["customer_revenue_cents"], paying, 0.01),
         "customers": cust["customers"],
         "contacts": contacts,
         "active_at_start": cust["active_at_start"],

@@ -53,7 +53,7 @@ def retention(
     currency: Annotated[
         str | None,
         typer.Option(
-            "--currency", help="Currency of the money figures (default: most orders' currency)."
+            "--currency", help="Currency of the money figures (default: that of the latest orders)."
         ),
     ] = None,
     as_json: JsonOption = False,
