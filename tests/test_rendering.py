@@ -505,3 +505,18 @@ def test_campaign_level_conditions_are_decided_once(tmp_path):
     assert str(raised.value) == (
         f"template \"mine\" line {line}: 'contact' has no attribute 'no_such_thing'"
     )
+
+
+def test_loops_over_table_rows_survive_the_html_parser(tmp_path):
+    # Bare text between <tr>s would be moved out of the table by the CSS inliner's parser.
+    body = (
+        "<mj-text><table>{% for item in attr['items'] %}<tr><td>{{ item }}</td></tr>"
+        "{% endfor %}</table></mj-text>"
+    )
+    compiled = compile_file(write(tmp_path, page(body)))
+    shopper = Recipient(4, "s@example.com", attributes={"items": ["Hat", "Shoes"]})
+    message = render_message(compiled, shopper, KEY)
+    # (The parser adds the implied <tbody>, which the loop then repeats: valid HTML.)
+    rows = r"<tr><td[^>]*>Hat</td></tr>(?:<tbody>)?<tr><td[^>]*>Shoes</td></tr>"
+    assert re.search(rows, message.html)
+    assert "Hat\nShoes" in message.text

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import html
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,7 +65,6 @@ class CompiledCampaign:
     template_name: str
     kind: MessageKind
     campaign: CampaignInfo
-    shop: Shop
     tracking_base_url: str
     links: tuple[TrackedLink, ...]
     html_template: Template
@@ -79,7 +77,6 @@ class CompiledCampaign:
     text_needs_tidy: bool
     # The original sources (template, then partials), to locate rendering errors in them.
     sources: tuple[tuple[str, str], ...]
-    compile_seconds: float
     _source_templates: dict[str, Template] = field(default_factory=dict, repr=False)
 
     def link(self, index: int) -> TrackedLink | None:
@@ -132,7 +129,6 @@ def compile_campaign(
     """Compile ``source`` for ``campaign``. Raises TemplateError naming the line on a Jinja
     syntax error, an MJML error, a link that cannot be tracked, or (for marketing mail) a
     missing unsubscribe link or postal address."""
-    started = time.perf_counter()
     name = source.name
     kind = kind or source.kind
     base = tracking_base_url.rstrip("/")
@@ -186,7 +182,6 @@ def compile_campaign(
         template_name=name,
         kind=kind,
         campaign=campaign,
-        shop=shop,
         tracking_base_url=base,
         links=tuple(links),
         html_template=html_template,
@@ -196,7 +191,6 @@ def compile_campaign(
         text_needs_tidy=markers.block_pattern.search(text) is not None,
         campaign_data={"id": campaign.id, "name": campaign.name, "slug": campaign.utm_campaign},
         sources=tuple(markers.sources.items()),
-        compile_seconds=time.perf_counter() - started,
     )
 
 

@@ -12,6 +12,7 @@ from datetime import date, datetime
 from types import TracebackType
 from typing import Any
 
+import jinja2
 from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
@@ -129,6 +130,6 @@ def template_line(error: BaseException, filename: str) -> int | None:
 def error_detail(error: BaseException) -> str:
     """The one-line cause of a template error."""
     message = " ".join(str(getattr(error, "message", None) or error).split())
-    if type(error).__name__ in ("UndefinedError", "TemplateSyntaxError", "SecurityError"):
+    if isinstance(error, jinja2.TemplateError):
         return message
     return f"{type(error).__name__}: {message}" if message else type(error).__name__

@@ -2,12 +2,15 @@
 CSS inlining see the markup, and swapped back into a Jinja template afterwards.
 
 Markers are plain letters and digits, so neither MRML nor the HTML serializer alters them and
-Jinja code may use quotes, ``<`` or ``>`` freely, even inside attributes. Inside ``<mj-raw>``
-(which MRML places between table rows) a marker is wrapped in an HTML comment, because the
-HTML parser of the CSS inliner would move bare text out of a table. Expressions built only from
-campaign-level names (``shop``, ``campaign``, ``content``) are evaluated right away and their
-escaped values inlined, so links inside them are tracked like any other and the per-recipient
-template only holds what really differs between recipients.
+Jinja code may use quotes, ``<`` or ``>`` freely, even inside attributes. In the raw HTML
+content of ``<mj-raw>``, ``<mj-text>`` and the like, a marker is wrapped in an HTML comment:
+MRML places ``<mj-raw>`` between table rows, and the HTML parser of the CSS inliner would move
+bare text out of a table (a ``{% for %}`` around ``<tr>`` rows in ``<mj-text>`` likewise).
+
+Jinja built only from campaign-level names (``shop``, ``campaign``, ``content``) is evaluated
+right away: expressions are replaced by their escaped values (so links inside them are tracked
+like any other) and ``if`` chains keep only the branch that applies. The per-recipient template
+only holds what really differs between recipients.
 
 ``<mj-include path="…">`` is expanded here too, rather than by MRML, which loses the body
 width for included sections.
@@ -39,7 +42,11 @@ _CHUNK_RE = re.compile(
 )
 _INCLUDE_RE = re.compile(r"<mj-include\b((?:[^>\"']|\"[^\"]*\"|'[^']*')*?)/?>(?:\s*</mj-include>)?")
 _INCLUDE_ATTR_RE = re.compile(r"""([\w-]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
-_RAW_EDGE_RE = re.compile(r"<(/?)mj-raw\b")
+# MJML elements whose content is raw HTML (MRML passes it through; comments are safe there).
+_HTML_EDGE_RE = re.compile(
+    r"<(/?)(?:mj-raw|mj-text|mj-table|mj-button|mj-navbar-link|mj-social-element"
+    r"|mj-accordion-title|mj-accordion-text)\b"
+)
 _TAG_NAME_RE = re.compile(r"\{%[-+]?\s*(\w+)")
 _CONDITION_RE = re.compile(r"\{%[-+]?\s*(?:el)?if\s(.*?)[-+]?%\}", re.S)
 _OPENING_TAGS = frozenset({"for", "if", "macro", "call", "filter", "block", "with", "autoescape"})
@@ -88,18 +95,18 @@ class _Block:
 
 @dataclass
 class _Scan:
-    """Where the scanner is in a file's markup: inside a tag, inside <mj-raw>."""
+    """Where the scanner is in a file's markup: inside a tag, inside raw HTML content."""
 
     in_tag: bool = False
-    in_raw: bool = False
+    in_html: bool = False
 
     def advance(self, static: str) -> None:
         lt, gt = static.rfind("<"), static.rfind(">")
         if lt >= 0 or gt >= 0:
             self.in_tag = lt > gt
-        edges = _RAW_EDGE_RE.findall(static)
+        edges = _HTML_EDGE_RE.findall(static)
         if edges:
-            self.in_raw = edges[-1] == ""
+            self.in_html = edges[-1] == ""
 
 
 class Markers:
@@ -149,10 +156,12 @@ class Markers:
         """``markup`` with the comments around markers removed (after the HTML parsers)."""
         return self._wrapped.sub(r"\1", markup)
 
-    def _protect(self, source: str, file: str, stack: tuple[str, ...]) -> list[_Piece]:
+    def _protect(
+        self, source: str, file: str, stack: tuple[str, ...], *, in_html: bool = False
+    ) -> list[_Piece]:
         self.sources.setdefault(file, source)
         pieces: list[_Piece] = []
-        scan = _Scan()
+        scan = _Scan(in_html=in_html)
         blocks: list[_Block] = []
         pos, line, strip_next = 0, 1, False
         for match in _CHUNK_RE.finditer(source):
@@ -238,7 +247,7 @@ class Markers:
 
     def _place(self, letter: str, chunk: Chunk, scan: _Scan) -> str:
         marker = self.marker(letter, chunk.number)
-        return f"<!--{marker}-->" if scan.in_raw and not scan.in_tag else marker
+        return f"<!--{marker}-->" if scan.in_html and not scan.in_tag else marker
 
     def _static(
         self,
@@ -288,7 +297,7 @@ class Markers:
                 problem = f"{path!r} includes itself"
         if problem is not None:
             raise TemplateError(self.template_name, problem, line=line, file=shown)
-        inner = self._protect(text, label, (*stack, label))
+        inner = self._protect(text, label, (*stack, label), in_html=kind == "html")
         if kind == "mjml":
             return inner
         at = origin

@@ -152,12 +152,24 @@ class _TextWriter(HTMLParser):
         if self.skip_depth:
             self._kept(data)
             return
+        if self.keep is None or self.keep.search(data) is None:
+            self._text(data)
+            return
+        # Kept markers take no room: they must not count as text for the line breaks.
+        pos = 0
+        for marker in self.keep.finditer(data):
+            self._text(data[pos : marker.start()])
+            self.out.append(marker.group(0))
+            pos = marker.end()
+        self._text(data[pos:])
+
+    def _text(self, data: str) -> None:
         text = " ".join(data.split())
         if not text:
-            if data and not self.newlines and not self.out[-1].endswith(" "):
+            if data and not self.newlines and self.out and not self.out[-1].endswith(" "):
                 self.out.append(" ")
             return
-        if data[:1].isspace() and not self.newlines and not self.out[-1].endswith(" "):
+        if data[:1].isspace() and not self.newlines and self.out and not self.out[-1].endswith(" "):
             text = " " + text
         if data[-1:].isspace():
             text += " "
