@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import MetaData, select
 
+from campaigns.models import Campaign, DiscountCode, Message
 from lists.consent import Provenance, subscribe, unsubscribe
 from lists.contacts import find_contact
 from lists.errors import InvalidInputError, NotFoundError
@@ -267,6 +268,39 @@ def test_erase_asks_on_a_tty(db_url, ctx, zoe, answer, erased):
     assert (proc.returncode == 0) is erased
     with ctx.session() as s:
         assert (s.get(Contact, zoe) is None) is erased
+
+
+@pytest.fixture
+def zoe_mailed(ctx, zoe):
+    """Zoë also in the campaigns' send log: a message whose reply quotes her, a discount code."""
+    with ctx.session() as s:
+        campaign = Campaign(name="Summer", slug="summer", kind="discount", template="t",
+                            template_source="<mjml></mjml>", subject="Hi", created_at=NOW,
+                            updated_at=NOW)
+        s.add(campaign)
+        s.flush()
+        s.add(Message(campaign_id=campaign.id, contact_id=zoe, state="failed", failure="hard",
+                      last_reply=f"550 5.1.1 <{EMAIL}>: Recipient address rejected",
+                      discount_code="SUMMER-7Q2X", created_at=NOW, updated_at=NOW))
+        s.add(DiscountCode(campaign_id=campaign.id, code="SUMMER-7Q2X", contact_id=zoe,
+                           assigned_at=NOW))
+    return zoe
+
+
+def test_export_and_erasure_cover_the_send_log(cli, ctx, db_url, zoe_mailed):
+    doc = json.loads(cli("contacts", "export", EMAIL).out)
+    assert [(m["state"], m["discount_code"]) for m in doc["messages"]] == [("failed", "SUMMER-7Q2X")]
+    assert EMAIL in doc["messages"][0]["last_reply"]
+    assert [d["code"] for d in doc["discount_codes"]] == ["SUMMER-7Q2X"]
+
+    assert cli("contacts", "erase", EMAIL, "--yes").code == 0
+    rows = all_rows(db_url)
+    assert holding(rows, EMAIL) == []
+    with ctx.session() as s:
+        message = s.execute(select(Message)).scalar_one()
+        assert message.contact_id is None
+        assert message.last_reply == "550 5.1.1 <[erased]>: Recipient address rejected"
+        assert s.execute(select(DiscountCode)).scalar_one().contact_id is None
 
 
 def test_scrub_address_finds_every_spelling():

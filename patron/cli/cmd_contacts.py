@@ -18,6 +18,7 @@ from lists.gdpr import erase_contact, export_contact
 from lists.opt_out import OptOutResult, opt_out
 from patron.cli.app import JsonOption, get_ctx
 from patron.cli.output import emit, print_json, table
+from patron.privacy import erasure_steps, export_sections
 
 contacts_app = typer.Typer(help="Contacts: import, show, export, erase.", no_args_is_help=True)
 
@@ -124,7 +125,7 @@ def export(ctx: typer.Context, email: EmailArg) -> None:
     key = context.key
     with context.session() as session:
         contact = find_contact(session, email)
-        doc = export_contact(session, key, contact, context.now())
+        doc = export_contact(session, key, contact, context.now(), sections=export_sections())
     print_json(doc)
 
 
@@ -154,7 +155,9 @@ def erase(
         if not typer.confirm(f"Erase {address} and their personal data? This cannot be undone."):
             raise typer.Abort()
     with context.session() as session:
-        result = erase_contact(session, key, find_contact(session, address), context.now())
+        result = erase_contact(
+            session, key, find_contact(session, address), context.now(), steps=erasure_steps()
+        )
     doc = {
         "erased": True,
         "subscriptions_deleted": result.subscriptions_deleted,
