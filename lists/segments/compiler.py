@@ -132,7 +132,7 @@ def compile_rule(rule: str | Node, now: datetime) -> ColumnElement[bool]:
     return _Compiler(now, contacts_table()).node(node)[0]
 
 
-def segment_contact_ids_query(rule: str | Node, now: datetime) -> Select[tuple[int]]:
+def segment_contact_ids_query(rule: str | Node, now: datetime) -> Select[int]:
     """``SELECT contacts.id FROM contacts WHERE <rule>``, usable as a subquery anywhere (it
     never correlates to an enclosing query's contacts)."""
     contacts = contacts_table()
