@@ -142,12 +142,13 @@ def assign_codes(
         {"b_id": code_id, "b_contact": contact_id, "b_now": now}
         for (code_id, _), contact_id in zip(free_codes, needed, strict=True)
     ]
+    # Core (not ORM) UPDATE: executemany with one row of parameters per code.
+    table = DiscountCode.__table__  # type: ignore[attr-defined]
     session.execute(
-        update(DiscountCode)
-        .where(col(DiscountCode.id) == bindparam("b_id"))
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
         .values(contact_id=bindparam("b_contact"), assigned_at=bindparam("b_now")),
         assignments,
-        execution_options={"synchronize_session": False},
     )
     result = dict(existing)
     result.update(
