@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +51,26 @@ class SmtpSettings(BaseModel):
         "none", description="Transport security: none, starttls or implicit TLS."
     )
     pool_size: int = Field(4, ge=1, le=256, description="SMTP connections kept open per worker.")
+    relays: list[str] = Field(
+        default_factory=list,
+        description="More relays as HOST:PORT, shared round-robin with the main one (same TLS "
+        "and AUTH); a relay that refuses connections is skipped for a while.",
+    )
+    max_messages_per_connection: int = Field(
+        100, ge=1, description="Messages sent over one connection before it is replaced."
+    )
+    timeout: float = Field(
+        60.0, gt=0, description="Seconds to wait for a connection or a reply before giving up."
+    )
+    verify_certificates: bool = Field(
+        True, description="Check the relay's TLS certificate (turn off only for a local sink)."
+    )
+    ca_file: Path | None = Field(
+        None, description="PEM bundle of authorities trusted for the relay's certificate."
+    )
+    local_hostname: str | None = Field(
+        None, description="Name given in EHLO; default the machine's host name."
+    )
 
 
 class SenderSettings(BaseModel):
@@ -64,6 +85,9 @@ class SenderSettings(BaseModel):
     postal_address: str = Field(
         "Patron Demo Shop, 1 Rue de la Gare, L-4001 Esch-sur-Alzette, Luxembourg",
         description="Postal address printed in every marketing message (CAN-SPAM, CASL).",
+    )
+    shop_url: str = Field(
+        "https://shop.example", description="The shop's web address, linked from templates."
     )
 
     model_config = {"populate_by_name": True}
@@ -109,6 +133,88 @@ class DeliverySettings(BaseModel):
     )
     frequency_cap_hours: int = Field(
         16, ge=0, description="Skip recipients emailed by any marketing campaign this recently."
+    )
+    per_domain_rate: float | None = Field(
+        None, gt=0, description="Messages per second per recipient provider (MX group); "
+        "default only the global rate."
+    )
+    discount_cap_days: int = Field(
+        14, ge=0, description="A discount campaign skips recipients given another discount "
+        "this recently."
+    )
+    default_timezone: str = Field(
+        "UTC", description="Time zone of recipients without one, for local-time scheduling "
+        "and sending windows."
+    )
+    retry_initial_seconds: float = Field(
+        600.0, gt=0, description="Wait before the first retry of a deferred message."
+    )
+    retry_multiplier: float = Field(
+        2.0, ge=1, description="Each further retry waits this many times longer…"
+    )
+    retry_max_interval_seconds: float = Field(
+        14400.0, gt=0, description="…but never longer than this between two attempts."
+    )
+    retry_jitter: float = Field(
+        0.2, ge=0, le=1, description="Random spread of each retry wait (0.2: ±20 %)."
+    )
+    retry_lifetime_seconds: float = Field(
+        345600.0, gt=0, description="Give up (soft bounce) once a message has been retried "
+        "this long after its first attempt (default 4 days, RFC 5321 §4.5.4.1)."
+    )
+    unknown_outcome: Literal["hold", "resend"] = Field(
+        "hold", description="A message whose outcome is unknown (connection cut after its "
+        "content was sent): hold it (never resent) or resend it (may duplicate)."
+    )
+    slowdown_min_factor: float = Field(
+        0.05, gt=0, le=1, description="Deferrals halve a provider's pace down to this share "
+        "of its rate and concurrency."
+    )
+    slowdown_recovery_step: float = Field(
+        0.1, gt=0, le=1, description="Share of full pace a slowed provider regains…"
+    )
+    slowdown_recovery_seconds: float = Field(
+        30.0, gt=0, description="…after each period this long without a deferral."
+    )
+    provider_pause_minutes: float = Field(
+        30.0, gt=0, description="How long a policy block (5.7.x, 554) pauses sending to that "
+        "provider."
+    )
+    warmup_domains: dict[str, date] = Field(
+        default_factory=dict, description="Sending domains under warm-up, each with its start "
+        "date (TOML table, e.g. {\"shop.example\" = 2026-06-01}); empty: no warm-up."
+    )
+    warmup_ramp: list[int] = Field(
+        default_factory=lambda: [
+            50, 100, 200, 400, 700, 1000, 1500, 2000, 3000, 4000, 5000, 7000, 9000, 12000,
+            15000, 20000, 25000, 32000, 40000, 50000,
+        ],
+        description="Daily message caps of a warming domain, day 0 first; no cap after the "
+        "last day.",
+    )
+    complaint_warn_rate: float = Field(
+        0.001, ge=0, description="Alert when a campaign's complaint rate reaches this (0.1 %)."
+    )
+    complaint_pause_rate: float = Field(
+        0.003, ge=0, description="Pause a campaign whose complaint rate reaches this (0.3 %)."
+    )
+    hard_bounce_pause_rate: float = Field(
+        0.05, ge=0, description="Pause a campaign (or a provider's stream) whose hard-bounce "
+        "rate exceeds this."
+    )
+    rate_check_min_messages: int = Field(
+        100, ge=1, description="Complaint and bounce rates are judged once this many messages "
+        "were sent."
+    )
+    worker_timeout_seconds: float = Field(
+        30.0, gt=0, description="A worker silent this long is presumed dead and its claims "
+        "are taken over."
+    )
+    claim_batch: int = Field(
+        500, ge=1, description="Messages a worker claims from the queue at a time."
+    )
+    poll_seconds: float = Field(
+        1.0, gt=0, description="How often an idle worker looks for due messages."
     )
 
 

@@ -1,0 +1,641 @@
+"""The async send loop of one worker (D2–D5, D8).
+
+Data flows one way: claim due rows → resolve the recipient's provider → wait for the provider's
+and the global pace → build the message → SMTP transaction whose commit point durably marks the
+attempt started → classify the outcome → record it (group commit). A control tick every
+``control_interval`` renews the worker's heartbeat, reaps dead workers, starts due campaigns,
+finishes done ones, re-reads campaign statuses and provider paces, and checks complaint and
+bounce rates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from campaigns.delivery.commit import GroupCommitter
+from campaigns.delivery.config import DeliveryConfig
+from campaigns.delivery.controls import (
+    RateLimits,
+    check_rates,
+    finish_done,
+    start_due,
+)
+from campaigns.delivery.eligibility import TRANSACTIONAL_KINDS, Candidate, Caps
+from campaigns.delivery.journal import (
+    Batch,
+    BatchResult,
+    Finish,
+    StartDecision,
+    StartMark,
+    apply_batch,
+)
+from campaigns.delivery.outcomes import Action, NotStarted, Verdict, classify
+from campaigns.delivery.pacing import ProviderView, load_providers
+from campaigns.delivery.protocols import AudienceFreezer, MessageFactory, OutgoingMessage, Transport
+from campaigns.delivery.providers import ProviderDirectory, recipient_domain
+from campaigns.delivery.queue import (
+    SQLITE_SENDER_LEASE,
+    Claimed,
+    acquire_lease,
+    claim,
+    deregister,
+    heartbeat,
+    host_id,
+    live_worker_count,
+    messages,
+    reap,
+    register_worker,
+)
+from campaigns.delivery.scheduling import Window, campaign_window, next_in_window, zone
+from campaigns.delivery.throttle import Pace, ProviderLane, ProviderLimits, RateLimiter, warmup_cap
+from campaigns.models import Campaign, CampaignStatus, DeliveryFailure, MessageState
+from lists.clock import Clock
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerIdentity:
+    worker_id: str
+    host: str
+    pid: int
+
+    @classmethod
+    def create(cls) -> WorkerIdentity:
+        return cls(uuid.uuid4().hex, host_id(), os.getpid())
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignInfo:
+    id: int
+    kind: str
+    window: Window | None
+
+    @property
+    def marketing(self) -> bool:
+        return self.kind not in TRANSACTIONAL_KINDS
+
+
+@dataclass(slots=True)
+class RunReport:
+    """What one run of a worker did."""
+
+    worker_id: str
+    claimed: int = 0
+    delivered: int = 0
+    deferred: int = 0
+    bounced: int = 0
+    failed: int = 0
+    unknown: int = 0
+    skipped: int = 0
+    released: int = 0
+    started_campaigns: list[int] = field(default_factory=list)
+    finished_campaigns: list[int] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    loop_lag_max_ms: float = 0.0
+    loop_lag_p99_ms: float = 0.0
+    commits: dict[str, float | str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    registered: bool
+    may_send: bool
+    campaigns: dict[int, CampaignInfo]
+    providers: dict[str, ProviderView]
+    workers: int
+    budget: int | None
+    due_scheduled: bool
+    started: list[int]
+    finished: list[int]
+    alerts: list[str]
+
+
+class DeliveryEngine:
+    """One worker's sender. ``run`` returns when stopped, or with ``once`` when nothing is due."""
+
+    def __init__(
+        self,
+        db: Engine,
+        *,
+        factory: MessageFactory,
+        transport: Transport,
+        directory: ProviderDirectory,
+        clock: Clock,
+        config: DeliveryConfig,
+        key: bytes,
+        freezer: AudienceFreezer | None = None,
+        identity: WorkerIdentity | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._engine = db
+        self._factory = factory
+        self._transport = transport
+        self._directory = directory
+        self._clock = clock
+        self._cfg = config
+        self._key = key
+        self._freezer = freezer
+        self.identity = identity or WorkerIdentity.create()
+        self._rng = rng or random.Random()
+        self._sqlite = db.dialect.name == "sqlite"
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="patron-db")
+        self._caps = Caps(config.frequency_cap_hours, config.discount_cap_days)
+        self._limits = RateLimits(
+            complaint_warn=config.complaint_warn_rate,
+            complaint_pause=config.complaint_pause_rate,
+            hard_bounce_pause=config.hard_bounce_pause_rate,
+            min_messages=config.rate_check_min_messages,
+            provider_pause=timedelta(minutes=config.provider_pause_minutes),
+        )
+        self._committer = GroupCommitter(self._write)
+        self._global = RateLimiter(config.rate, burst=max(1.0, config.rate / 10))
+        self._lanes: dict[str, ProviderLane] = {}
+        self._paces: dict[str, Pace] = {}
+        self._paused: dict[str, datetime] = {}
+        self._campaigns: dict[int, CampaignInfo] = {}
+        self._workers = 1
+        self._budget: int | None = None
+        self._may_send = not self._sqlite
+        self._due_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._space = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._rr = 0
+        self._last_rate_check = 0.0
+        self._lags: list[float] = []
+        self._failure: BaseException | None = None
+        self.report = RunReport(self.identity.worker_id)
+
+    # -- database -------------------------------------------------------------------------
+
+    async def _db(self, work: Callable[[Session], T]) -> T:
+        def run() -> T:
+            with Session(self._engine, expire_on_commit=False) as session, session.begin():
+                return work(session)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    async def _write(self, batch: Batch) -> BatchResult:
+        now = self._clock.now()
+        caps = dataclasses.replace(self._caps, concurrent_campaigns=len(self._campaigns) != 1)
+        return await self._db(
+            lambda s: apply_batch(s, self.identity.worker_id, self._key, now, batch, caps)
+        )
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def close_transport(self) -> None:
+        """Close the transport's pooled connections (after ``run``)."""
+        await self._transport.close()
+
+    def stop(self) -> None:
+        """Ask the run to end: no new claims; messages in flight finish and are recorded."""
+        self._stop.set()
+        self._space.set()
+
+    async def run(self, *, once: bool = False) -> RunReport:
+        began = time.perf_counter()
+        now = self._clock.now()
+        ident = self.identity
+        await self._db(lambda s: register_worker(s, ident.worker_id, ident.host, ident.pid, now))
+        self._committer.start()
+        watchers = [
+            asyncio.get_running_loop().create_task(self._watch_lag(), name="loop-lag"),
+        ]
+        try:
+            await self._control_tick()
+            watchers.append(
+                asyncio.get_running_loop().create_task(self._control_loop(), name="control")
+            )
+            await self._claim_loop(once)
+        finally:
+            self._stop.set()
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self._committer.close()
+            if self._failure is None and watchers[1:]:
+                # Settle campaigns the last messages finished (--once exits right after).
+                await self._control_tick()
+            for task in watchers:
+                task.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+            done_at = self._clock.now()
+            resend = self._cfg.unknown_outcome == "resend"
+            await self._db(
+                lambda s: deregister(s, self.identity.worker_id, done_at, resend_unknown=resend)
+            )
+            self._executor.shutdown(wait=True)
+            self.report.seconds = round(time.perf_counter() - began, 3)
+            self.report.commits = self._committer.stats.as_dict()
+            if self._lags:
+                lags = sorted(self._lags)
+                self.report.loop_lag_max_ms = round(lags[-1] * 1000, 2)
+                self.report.loop_lag_p99_ms = round(lags[int(len(lags) * 0.99)] * 1000, 2)
+        if self._failure is not None:
+            raise self._failure
+        return self.report
+
+    async def _claim_loop(self, once: bool) -> None:
+        backlog_limit = max(2 * self._cfg.claim_batch, 4 * self._cfg.max_in_flight)
+        while not self._stop.is_set():
+            commit_task = self._committer.task
+            if commit_task is not None and commit_task.done():
+                commit_task.result()  # re-raises the database failure that stopped it
+                return
+            room = backlog_limit - len(self._tasks)
+            if not self._may_send or room < min(self._cfg.claim_batch, backlog_limit // 2):
+                await self._wait(self._cfg.control_interval)
+                continue
+            limit = min(room, self._cfg.claim_batch)
+            if self._budget is not None:
+                limit = min(limit, self._budget)
+            claimed = await self._claim(limit) if limit > 0 and self._campaigns else []
+            if claimed:
+                self.report.claimed += len(claimed)
+                if self._budget is not None:
+                    self._budget -= len(claimed)
+                for row in claimed:
+                    task = asyncio.get_running_loop().create_task(self._deliver(row))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._task_done)
+                continue
+            if once and not self._due_scheduled:
+                if not self._tasks:
+                    return
+                await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            await self._wait(self._cfg.poll_seconds)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._space.set()
+        if not task.cancelled() and task.exception() is not None:
+            # A bug, not a delivery outcome: stop this worker rather than loop on it. Its row
+            # stays claimed and is settled when the worker deregisters.
+            self._failure = self._failure or task.exception()
+            self.stop()
+
+    async def _wait(self, seconds: float) -> None:
+        self._space.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._space.wait(), seconds)
+
+    async def _claim(self, limit: int) -> list[Claimed]:
+        now = self._clock.now()
+        ids = list(self._campaigns)
+        self._rr = (self._rr + 1) % max(1, len(ids))
+        order = ids[self._rr :] + ids[: self._rr]
+        paused = {p for p, until in self._paused.items() if until > now}
+        crowded = {p for p, lane in self._lanes.items() if lane.waiting > self._lane_cap(lane) / 2}
+        excluded = sorted(paused | crowded)
+        me = self.identity.worker_id
+
+        def work(session: Session) -> list[Claimed]:
+            rows: list[Claimed] = []
+            for campaign_id in order:
+                if len(rows) >= limit:
+                    break
+                rows += claim(session, me, campaign_id, now, limit - len(rows), excluded)
+            return rows
+
+        return await self._db(work)
+
+    # -- one message ----------------------------------------------------------------------
+
+    async def _deliver(self, row: Claimed) -> None:
+        info = self._campaigns.get(row.campaign_id)
+        if info is None:
+            await self._release(row)
+            return
+        candidate = Candidate(
+            row.id, row.campaign_id, row.contact_id, row.email, info.kind, info.marketing
+        )
+        if row.email is None or row.contact_id is None:
+            # Erased since the audience was frozen: the commit point records the skip.
+            decision, _ = await self._committer.mark_started(StartMark(candidate, "", ""))
+            self._count_start(decision)
+            return
+        now = self._clock.now()
+        tz = zone(row.timezone, self._cfg.default_timezone)
+        if info.window is not None:
+            opening = next_in_window(now, tz, info.window)
+            if opening > now:
+                await self._release(row, opening)
+                return
+        provider = row.provider or await self._directory.provider_of(recipient_domain(row.email))
+        lane = self._lane(provider)
+        if lane.is_paused(now):
+            await self._release(row, lane.paused_until, provider)
+            return
+        if lane.waiting >= self._lane_cap(lane):
+            later = now + timedelta(seconds=lane.backlog_seconds())
+            await self._release(row, later, provider)
+            return
+        started = False
+        message: OutgoingMessage | None = None
+        async with lane.slot():
+            await self._global.acquire()
+            now = self._clock.now()
+            if row.campaign_id not in self._campaigns or lane.is_paused(now):
+                await self._release(row, lane.paused_until if lane.is_paused(now) else None,
+                                    provider)
+                return
+            try:
+                message = self._factory.build(
+                    row.campaign_id,
+                    row.contact_id,
+                    row.variant,
+                    row.discount_code,
+                    f"{row.campaign_id}.{row.contact_id}.{row.id}",
+                )
+            except Exception as exc:  # a recipient whose message cannot be made: recorded
+                verdict = Verdict(
+                    Action.FAIL, f"cannot build the message: {type(exc).__name__}: {exc}",
+                    DeliveryFailure.ERROR,
+                )
+                await self._record(row, info, provider, verdict, started=False)
+                return
+
+            async def commit_point() -> bool:
+                nonlocal started
+                assert message is not None
+                mark = StartMark(candidate, message.message_id, provider)
+                try:
+                    decision, _ = await self._committer.mark_started(mark)
+                except Exception:  # the database is failing: do not send
+                    return False
+                self._count_start(decision)
+                started = decision is StartDecision.STARTED
+                return started
+
+            outcome = await self._transport.send(message, commit_point)
+        if isinstance(outcome, NotStarted) and not started:
+            await self._release(row, None, provider)
+            return
+        await self._record(row, info, provider, classify(outcome), started=started)
+
+    def _count_start(self, decision: StartDecision) -> None:
+        if decision is StartDecision.SKIPPED:
+            self.report.skipped += 1
+        elif decision is StartDecision.REFUSED:
+            self.report.released += 1
+
+    async def _release(
+        self, row: Claimed, later: datetime | None = None, provider: str | None = None
+    ) -> None:
+        self.report.released += 1
+        await self._committer.release(row.id, later, provider)
+
+    async def _record(
+        self, row: Claimed, info: CampaignInfo, provider: str, verdict: Verdict, *, started: bool
+    ) -> None:
+        now = self._clock.now()
+        attempt = row.attempts + 1
+        state = verdict.state
+        failure = verdict.failure.value if verdict.failure else None
+        reply = verdict.reply
+        next_at: datetime | None = None
+        action = verdict.action
+        if action is Action.UNKNOWN and self._cfg.unknown_outcome == "resend":
+            action = Action.RETRY
+        if action is Action.RETRY:
+            first = row.first_attempt_at or now
+            next_at = self._cfg.retry.next_attempt(attempt, first, now, self._rng)
+            if next_at is None:
+                state, failure = MessageState.BOUNCED, DeliveryFailure.SOFT_BOUNCE.value
+                reply = f"gave up after {attempt} attempts: {reply}"
+            else:
+                state = MessageState.DEFERRED
+                if info.window is not None:
+                    tz = zone(row.timezone, self._cfg.default_timezone)
+                    next_at = next_in_window(next_at, tz, info.window)
+        slowdown = self._slow_down(provider, now) if verdict.slow_down else None
+        pause_until = None
+        if verdict.pause_provider:
+            pause_until = now + timedelta(minutes=self._cfg.provider_pause_minutes)
+            self._paused[provider] = pause_until
+            self._lane(provider).paused_until = pause_until
+        counter = {
+            MessageState.SENT: "delivered",
+            MessageState.DEFERRED: "deferred",
+            MessageState.BOUNCED: "bounced",
+            MessageState.FAILED: "failed",
+            MessageState.UNKNOWN: "unknown",
+        }[state]
+        setattr(self.report, counter, getattr(self.report, counter) + 1)
+        await self._committer.finish(
+            Finish(
+                row_id=row.id,
+                attempt=attempt,
+                started=started,
+                state=state,
+                reply=reply,
+                campaign_id=row.campaign_id,
+                contact_id=row.contact_id,
+                email=row.email,
+                marketing=info.marketing,
+                provider=provider,
+                failure=failure,
+                next_attempt_at=next_at,
+                suppress=verdict.suppress,
+                slowdown=slowdown,
+                pause_until=pause_until,
+            )
+        )
+
+    # -- pace -----------------------------------------------------------------------------
+
+    def _provider_limits(self) -> ProviderLimits:
+        n = max(1, self._workers)
+        base_rate = self._cfg.per_domain_rate or self._cfg.rate
+        return ProviderLimits(max(1, self._cfg.per_domain_concurrency // n), base_rate / n)
+
+    def _lane(self, provider: str) -> ProviderLane:
+        lane = self._lanes.get(provider)
+        if lane is None:
+            lane = ProviderLane(provider, self._provider_limits())
+            self._lanes[provider] = lane
+            self._apply_pace(provider)
+        return lane
+
+    def _lane_cap(self, lane: ProviderLane) -> float:
+        """Messages allowed to wait on one provider before the rest go back to the queue."""
+        return max(4.0 * lane.concurrency, lane.rate * 5.0, 20.0)
+
+    def _apply_pace(self, provider: str) -> None:
+        lane = self._lanes.get(provider)
+        if lane is None:
+            return
+        pace = self._paces.get(provider, Pace())
+        factor = pace.effective(
+            self._clock.now(), self._cfg.slowdown_recovery_step, self._cfg.slowdown_recovery_seconds
+        )
+        lane.set_pace(self._provider_limits(), factor)
+        lane.paused_until = self._paused.get(provider)
+
+    def _slow_down(self, provider: str, now: datetime) -> Pace | None:
+        """AIMD: halve the provider's pace, at most once a second."""
+        pace = self._paces.get(provider, Pace())
+        if pace.last_deferral is not None and now - pace.last_deferral < timedelta(seconds=1):
+            return None
+        halved = pace.halved(
+            now,
+            self._cfg.slowdown_recovery_step,
+            self._cfg.slowdown_recovery_seconds,
+            self._cfg.slowdown_min_factor,
+        )
+        self._paces[provider] = halved
+        self._apply_pace(provider)
+        return halved
+
+    # -- control --------------------------------------------------------------------------
+
+    async def _control_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(self._cfg.control_interval)
+            await self._control_tick()
+
+    async def _control_tick(self) -> None:
+        now = self._clock.now()
+        check_rates_now = time.monotonic() - self._last_rate_check >= 5.0
+        if check_rates_now:
+            self._last_rate_check = time.monotonic()
+        tick = await self._db(lambda s: self._tick(s, now, check_rates_now))
+        if not tick.registered:
+            # Reaped while alive (a long stall): our claims were taken over. Carry on under a
+            # new identity; marks made under the old one fail their lease check.
+            self.identity = WorkerIdentity.create()
+            ident = self.identity
+            await self._db(
+                lambda s: register_worker(s, ident.worker_id, ident.host, ident.pid, now)
+            )
+        self._may_send = tick.may_send
+        self._campaigns = tick.campaigns
+        self._due_scheduled = tick.due_scheduled
+        self._budget = tick.budget
+        self.report.started_campaigns += tick.started
+        self.report.finished_campaigns += tick.finished
+        self.report.alerts += tick.alerts
+        if tick.workers != self._workers:
+            self._workers = tick.workers
+            share = self._cfg.rate / max(1, tick.workers)
+            self._global.rate = share
+            self._global.burst = max(1.0, share / 10)
+        for provider, view in tick.providers.items():
+            mine = self._paces.get(provider)
+            theirs = view.pace
+            if mine is None or (
+                theirs.last_deferral is not None
+                and (mine.last_deferral is None or theirs.last_deferral > mine.last_deferral)
+            ):
+                self._paces[provider] = theirs
+            if view.paused_until is not None and view.paused_until > now:
+                self._paused[provider] = view.paused_until
+            else:
+                self._paused.pop(provider, None)
+        for provider in self._lanes:
+            self._apply_pace(provider)
+        self._space.set()
+
+    def _tick(self, session: Session, now: datetime, with_rates: bool) -> _Tick:
+        ident = self.identity
+        cfg = self._cfg
+        registered = heartbeat(session, ident.worker_id, now)
+        reap(
+            session, ident.worker_id, ident.host, now,
+            timedelta(seconds=cfg.worker_timeout_seconds),
+            resend_unknown=cfg.unknown_outcome == "resend",
+        )
+        may_send = True
+        if self._sqlite:
+            ttl = timedelta(seconds=cfg.worker_timeout_seconds)
+            may_send = registered and acquire_lease(
+                session, SQLITE_SENDER_LEASE, ident.worker_id, now, ttl
+            )
+        started: list[int] = []
+        if may_send and self._freezer is not None:
+            started = start_due(session, now, self._freezer, cfg.default_timezone)
+        finished = finish_done(session, now) if may_send else []
+        rows = session.execute(
+            select(Campaign).where(
+                col(Campaign.status).in_(
+                    (CampaignStatus.SENDING.value, CampaignStatus.SCHEDULED.value)
+                )
+            )
+        ).scalars()
+        campaigns: dict[int, CampaignInfo] = {}
+        due_scheduled = False
+        for c in rows:
+            assert c.id is not None
+            if c.status == CampaignStatus.SENDING.value:
+                campaigns[c.id] = CampaignInfo(c.id, c.kind, campaign_window(c))
+            elif c.scheduled_at is not None and c.scheduled_at <= now and self._freezer:
+                due_scheduled = True
+        alerts: list[str] = []
+        if with_rates and may_send:
+            for campaign_id in campaigns:
+                alerts += check_rates(session, campaign_id, now, self._limits)
+        workers = max(1, live_worker_count(session))
+        return _Tick(
+            registered=registered,
+            may_send=may_send,
+            campaigns=campaigns,
+            providers=load_providers(session),
+            workers=workers,
+            budget=self._claim_budget(session, now, workers),
+            due_scheduled=due_scheduled,
+            started=started,
+            finished=finished,
+            alerts=alerts,
+        )
+
+    def _claim_budget(self, session: Session, now: datetime, workers: int) -> int | None:
+        """This worker's share of what the hourly rate and the warm-up cap still allow."""
+        cfg = self._cfg
+        limits: list[int] = []
+        m = messages()
+        if cfg.rate_per_hour is not None:
+            used = session.execute(
+                select(func.count()).where(m.c.last_attempt_at > now - timedelta(hours=1))
+            ).scalar_one()
+            limits.append(cfg.rate_per_hour - int(used))
+        start = cfg.warmup_domains.get(cfg.sending_domain or "")
+        if start is not None:
+            cap = warmup_cap(cfg.warmup_ramp, start, now.date())
+            if cap is not None:
+                midnight = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC)
+                used = session.execute(
+                    select(func.count()).where(m.c.last_attempt_at >= midnight)
+                ).scalar_one()
+                limits.append(cap - int(used))
+        if not limits:
+            return None
+        return max(0, min(limits) // workers)
+
+    async def _watch_lag(self) -> None:
+        interval = 0.05
+        while True:
+            began = time.perf_counter()
+            await asyncio.sleep(interval)
+            lag = time.perf_counter() - began - interval
+            if len(self._lags) < 200_000:
+                self._lags.append(max(0.0, lag))
