@@ -38,6 +38,7 @@ class DeliveryConfig:
     complaint_pause_rate: float = 0.003
     hard_bounce_pause_rate: float = 0.05
     rate_check_min_messages: int = 100
+    rate_check_interval: float = 5.0
     worker_timeout_seconds: float = 30.0
     claim_batch: int = 500
     poll_seconds: float = 1.0

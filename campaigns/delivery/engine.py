@@ -516,7 +516,7 @@ class DeliveryEngine:
 
     async def _control_tick(self) -> None:
         now = self._clock.now()
-        check_rates_now = time.monotonic() - self._last_rate_check >= 5.0
+        check_rates_now = time.monotonic() - self._last_rate_check >= self._cfg.rate_check_interval
         if check_rates_now:
             self._last_rate_check = time.monotonic()
         tick = await self._db(lambda s: self._tick(s, now, check_rates_now))

@@ -170,13 +170,13 @@ class SmtpTransport:
                 if client.is_ehlo_or_helo_needed:
                     await client.ehlo()
             except SMTPResponseException as exc:
+                # Greeting refused, AUTH refused, TLS required …: the session, not the
+                # recipient; messages wait for the relay (or the settings) to be fixed.
                 client.close()
+                self.stats.connect_failures += 1
                 last_error = f"{relay.host}:{relay.port}: {exc.code} {exc.message}"
-                if 500 <= exc.code < 600:
-                    # AUTH refused, TLS required …: our configuration, not the recipient.
-                    enhanced, text = split_enhanced(exc.message)
-                    raise _Failed(Rejected(exc.code, enhanced, text, Stage.CONNECT)) from exc
-                self._down_until[relay] = time.monotonic() + cfg.relay_down_seconds
+                if len(cfg.relays) > 1:
+                    self._down_until[relay] = time.monotonic() + cfg.relay_down_seconds
                 continue
             except (SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
                 client.close()
