@@ -1,0 +1,1 @@
+"""Real servers on loopback for tests: a fault-injecting SMTP server and a DNS server."""
