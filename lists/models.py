@@ -75,6 +75,7 @@ class Contact(SQLModel, table=True):
         Index("ix_contacts_last_order_at", "last_order_at"),
         Index("ix_contacts_first_order_at", "first_order_at"),
         Index("ix_contacts_created_at", "created_at"),
+        Index("ix_contacts_total_spent", "total_spent_cents", "orders_count", "last_order_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
