@@ -248,6 +248,7 @@ class AttributeTest(ColumnElement[bool]):
     __visit_name__ = "segment_attribute_test"
     inherit_cache = False  # holds a syntax-tree node, which SQLAlchemy's cache cannot key
     type = Boolean()
+    _is_implicitly_boolean = True  # a predicate: SQLite must not see it as "(…) = 1"
 
     def __init__(self, node: AttrCompare | AttrIn | AttrContains | AttrExists,
                  contacts: Table) -> None:
@@ -292,7 +293,10 @@ def _sqlite_test(
     attributes = contacts.c.attributes
     # SQLite 3.40 compares path labels with the raw JSON text of keys, which json.dumps (what
     # SQLAlchemy and the importer write) escapes to ASCII: spell the label the same way.
-    path = "$" + "".join(f'."{json.dumps(key)[1:-1]}"' for key in node.path)
+    # The path is rendered into the statement (SQLAlchemy quotes it) rather than bound, so that
+    # an expression index on json_extract(attributes, '$."key"') can serve the test.
+    path = literal("$" + "".join(f'."{json.dumps(key)[1:-1]}"' for key in node.path),
+                   literal_execute=True)
     kind = func.json_type(attributes, path)
     value = func.json_extract(attributes, path)
 
