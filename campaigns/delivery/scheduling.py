@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import distinct, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -176,9 +176,10 @@ def assign_due_times(
     )
     if campaign.local_send_time is not None or window is not None:
         zones = session.execute(
-            select(distinct(col(Contact.timezone)))
+            select(col(Contact.timezone))
             .join(Message, col(Message.contact_id) == col(Contact.id))
             .where(*pending)
+            .distinct()
         ).scalars()
         for name in list(zones):
             tz = zone(name, default_timezone)

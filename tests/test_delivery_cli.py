@@ -1,0 +1,190 @@
+"""The sending commands as a script uses them (CLI contract), scheduling into the send log, and
+the queue's worker bookkeeping (reaping, the SQLite sender lease)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from sqlmodel import col
+
+from campaigns.delivery import controls
+from campaigns.delivery.queue import (
+    SQLITE_SENDER_LEASE,
+    acquire_lease,
+    claim,
+    deregister,
+    reap,
+    register_worker,
+)
+from campaigns.delivery.scheduling import schedule
+from campaigns.models import Campaign, Message
+from lists.models import Contact
+from patron.db import make_engine
+from tests.servers.audience import add_contacts, freeze, make_campaign
+from tests.servers.harness import KEY
+from tests.servers.smtp import FaultySmtpServer
+
+
+@pytest.fixture
+def db(db_url):
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def smtp(monkeypatch):
+    with FaultySmtpServer() as server:
+        monkeypatch.setenv("PATRON_SMTP__PORT", str(server.port))
+        monkeypatch.setenv("PATRON_SMTP__LOCAL_HOSTNAME", "worker.test")
+        monkeypatch.setenv("PATRON_DELIVERY__POLL_SECONDS", "0.1")
+        yield server
+
+
+def _audience(db, emails, **zones):
+    now = datetime.now(UTC)
+    with Session(db) as s, s.begin():
+        audience = make_campaign(s, now)
+        audience.emails.update(add_contacts(s, audience.list_id, emails, now))
+        for zone, addresses in zones.items():
+            audience.emails.update(
+                add_contacts(s, audience.list_id, addresses, now, timezone=zone.replace("__", "/"))
+            )
+    return audience
+
+
+def test_send_worker_stats_as_a_script_sees_them(cli, db, smtp):
+    audience = _audience(db, [f"a{i}@example.com" for i in range(5)])
+    cid = str(audience.campaign_id)
+
+    sent = cli("campaigns", "send", cid, "--json")
+    assert sent.code == 0, sent.err
+    assert json.loads(sent.out)["status"] == "sending"
+    assert json.loads(sent.out)["stats"]["queued"] == 5
+
+    done = cli("worker", "--once", "--factory", "tests.servers.factory:make", "--json")
+    assert done.code == 0, done.err
+    assert json.loads(done.out)["delivered"] == 5
+    assert len(smtp.ledger) == 5
+
+    stats = json.loads(cli("campaigns", "stats", cid, "--json").out)
+    assert stats["status"] == "sent"
+    for key in ("recipients", "skipped", "sent", "delivered", "bounced_hard", "bounced_soft",
+                "failed", "queued", "deferred", "unknown"):
+        assert key in stats
+    assert (stats["recipients"], stats["sent"], stats["delivered"]) == (5, 5, 5)
+    human = cli("campaigns", "stats", cid)
+    assert "sent" in human.out and human.code == 0
+
+
+def test_controls_and_their_errors(cli, db):
+    audience = _audience(db, ["b@example.com"])
+    cid = str(audience.campaign_id)
+    paused = cli("campaigns", "pause", cid)
+    assert paused.code == 1
+    assert paused.err.startswith("patron: error: ") and paused.err.count("\n") == 1
+    assert cli("campaigns", "send", cid).code == 0
+    assert json.loads(cli("campaigns", "pause", cid, "--json").out)["status"] == "paused"
+    assert cli("campaigns", "send", cid).code == 1  # paused: resume it instead
+    assert json.loads(cli("campaigns", "resume", cid, "--json").out)["status"] == "sending"
+    assert json.loads(cli("campaigns", "cancel", cid, "--json").out)["status"] == "cancelled"
+    assert cli("campaigns", "resume", cid).code == 1
+    missing = cli("campaigns", "stats", "999")
+    assert missing.code == 1 and "no campaign with id 999" in missing.err
+
+
+def test_schedule_command_and_the_worker_starts_it_when_due(cli, db, smtp):
+    audience = _audience(db, ["c@example.com", "d@example.com"])
+    cid = str(audience.campaign_id)
+    bad = cli("campaigns", "schedule", cid, "--at", "2001-01-01T10:00:00Z")
+    assert bad.code == 1 and "in the past" in bad.err
+    assert cli("campaigns", "schedule", cid, "--at", "tomorrow").code == 1
+    at = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    scheduled = cli("campaigns", "schedule", cid, "--at", at, "--json")
+    assert scheduled.code == 0, scheduled.err
+    assert json.loads(scheduled.out)["status"] == "scheduled"
+    early = cli("worker", "--once", "--factory", "tests.servers.factory:make", "--json")
+    assert json.loads(early.out)["delivered"] == 0 and smtp.ledger == []
+    time.sleep(1.1)
+    due = cli("worker", "--once", "--factory", "tests.servers.factory:make", "--json")
+    assert json.loads(due.out)["delivered"] == 2
+    assert json.loads(due.out)["started_campaigns"] == [audience.campaign_id]
+
+
+def test_local_time_and_window_set_each_recipients_due_time(db):
+    audience = _audience(db, ["utc@example.com"], Asia__Tokyo=["tokyo@example.com"],
+                         America__New_York=["ny@example.com"])
+    now = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+    with Session(db) as s, s.begin():
+        campaign = s.get(Campaign, audience.campaign_id)
+        starts = schedule(campaign, datetime(2026, 6, 20, tzinfo=UTC).date(), now,
+                          local_time="10:00", window="09:00-20:00")
+    with Session(db) as s, s.begin():
+        assert controls.start_due(s, starts, freeze(KEY)) == [audience.campaign_id]
+    with Session(db) as s:
+        due = dict(s.execute(
+            select(Contact.email, Message.due_at)
+            .join(Message, col(Message.contact_id) == col(Contact.id))
+        ).all())
+    assert due == {
+        "tokyo@example.com": datetime(2026, 6, 20, 1, 0, tzinfo=UTC),
+        "utc@example.com": datetime(2026, 6, 20, 10, 0, tzinfo=UTC),
+        "ny@example.com": datetime(2026, 6, 20, 14, 0, tzinfo=UTC),
+    }
+
+
+def test_window_moves_a_late_start_to_the_next_opening(db):
+    audience = _audience(db, ["late@example.com"], Europe__Paris=["paris@example.com"])
+    now = datetime(2026, 6, 15, 20, 30, tzinfo=UTC)  # 22:30 in Paris
+    with Session(db) as s, s.begin():
+        campaign = s.get(Campaign, audience.campaign_id)
+        campaign.window_start, campaign.window_end = "09:00", "20:00"
+        controls.send_now(s, audience.campaign_id, now, freeze(KEY))
+    with Session(db) as s:
+        due = dict(s.execute(
+            select(Contact.email, Message.next_attempt_at)
+            .join(Message, col(Message.contact_id) == col(Contact.id))
+        ).all())
+    assert due == {
+        "late@example.com": datetime(2026, 6, 16, 9, 0, tzinfo=UTC),
+        "paris@example.com": datetime(2026, 6, 16, 7, 0, tzinfo=UTC),
+    }
+
+
+def test_reaper_returns_unstarted_claims_and_settles_started_attempts_as_unknown(db):
+    audience = _audience(db, [f"r{i}@example.com" for i in range(4)])
+    now = datetime.now(UTC)
+    with Session(db) as s, s.begin():
+        controls.send_now(s, audience.campaign_id, now, freeze(KEY))
+        register_worker(s, "dead", "other-host", 4242, now - timedelta(minutes=5))
+        register_worker(s, "alive", "other-host", 4243, now)
+        rows = claim(s, "dead", audience.campaign_id, now, 3)
+        s.execute(Message.__table__.update().where(Message.__table__.c.id == rows[0].id)
+                  .values(state="sending", attempts=1))
+        claim(s, "alive", audience.campaign_id, now, 1)
+    with Session(db) as s, s.begin():
+        reaped = reap(s, "me", "this-host", now, timedelta(seconds=30))
+    assert (reaped.workers, reaped.released, reaped.unknown) == (1, 2, 1)
+    with Session(db) as s:
+        states = sorted((m.state, m.lease_owner or "") for m in s.execute(select(Message)).scalars())
+    assert states == [("queued", ""), ("queued", ""), ("queued", "alive"), ("unknown", "")]
+
+
+def test_sqlite_lets_one_worker_send_at_a_time(db, backend):
+    now = datetime.now(UTC)
+    ttl = timedelta(seconds=30)
+    with Session(db) as s, s.begin():
+        register_worker(s, "first", "h", 1, now)
+        register_worker(s, "second", "h", 2, now)
+        assert acquire_lease(s, SQLITE_SENDER_LEASE, "first", now, ttl)
+        assert not acquire_lease(s, SQLITE_SENDER_LEASE, "second", now, ttl)
+        assert acquire_lease(s, SQLITE_SENDER_LEASE, "first", now, ttl)  # renewal
+    with Session(db) as s, s.begin():
+        deregister(s, "first", now, resend_unknown=False)
+    with Session(db) as s, s.begin():
+        assert acquire_lease(s, SQLITE_SENDER_LEASE, "second", now, ttl)
