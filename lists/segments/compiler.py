@@ -1,10 +1,12 @@
 """Compiling a segment rule to one SQLAlchemy Core boolean expression over the contacts table.
 
-Every value is a bound parameter; nothing is pasted into SQL text. Purchase and engagement
-conditions read the aggregates kept on each contact (orders_count, last_order_at, …), so a rule
-never scans orders or events, except ``opened campaign N`` (an indexed EXISTS per contact).
-Attribute tests are rendered per dialect (SQLite JSON1, PostgreSQL JSONB operators, so that an
-equality or ``contains`` can use the GIN index on PostgreSQL).
+Every value is a bound parameter; nothing is pasted into SQL text (the one thing rendered into
+the statement, by SQLAlchemy's quoting, is an attribute's JSON path on SQLite, so that an
+expression index can match it). Purchase and engagement conditions read the aggregates kept on
+each contact (orders_count, last_order_at, …), so a rule never scans orders or events, except
+``opened campaign N`` (an indexed EXISTS per contact). Attribute tests are rendered per dialect:
+SQLite JSON1 functions, PostgreSQL JSONB operators (equality and ``contains`` as containment,
+``@>``, which a GIN index serves).
 
 Missing values: a condition on a value a contact does not have (no order, no such attribute) is
 false for that contact, and ``not`` is the exact complement of what it negates. In SQL the
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -176,10 +178,10 @@ class _Compiler:
         self.contacts = contacts
 
     def node(self, node: Node) -> Compiled:
-        if isinstance(node, And | Or):
-            parts = [self.node(operand) for operand in node.operands]
-            join = and_ if isinstance(node, And) else or_
-            return join(*(expr for expr, _ in parts)), any(nullable for _, nullable in parts)
+        if isinstance(node, And):
+            return self.combine(and_, node.operands)
+        if isinstance(node, Or):
+            return self.combine(or_, node.operands)
         if isinstance(node, Not):
             expr, nullable = self.node(node.operand)
             return not_(func.coalesce(expr, false()) if nullable else expr), False
@@ -209,8 +211,9 @@ class _Compiler:
         return AttributeTest(node, self.contacts), True
 
     def average_order_value(self, op: Op, value: Decimal) -> ColumnElement[bool]:
-        """total_spent / orders op value, cross-multiplied so that it stays exact in integers:
-        total_cents * q op orders * p where value * 100 = p / q. No orders: no average."""
+        """total_spent / orders op value, cross-multiplied so that it stays exact:
+        total_cents * q op orders * p where value * 100 = p / q (in NUMERIC, which cannot
+        overflow on PostgreSQL). No orders: no average."""
         c = self.contacts.c
         ratio = Fraction(value) * 100
         left = cast(c.total_spent_cents, Numeric) * literal(ratio.denominator, BigInteger)
@@ -238,8 +241,12 @@ class _Compiler:
                             lists.c.name.in_(node.names))
                      .correlate(self.contacts))
             return exists(query), False
-        parts = [self.node(builtin_node(node.kind, name)) for name in node.names]
-        return or_(*(expr for expr, _ in parts)), any(nullable for _, nullable in parts)
+        return self.combine(or_, [builtin_node(node.kind, name) for name in node.names])
+
+    def combine(self, join: Callable[..., ColumnElement[bool]],
+                operands: Iterable[Node]) -> Compiled:
+        parts = [self.node(operand) for operand in operands]
+        return join(*(expr for expr, _ in parts)), any(nullable for _, nullable in parts)
 
 
 class AttributeTest(ColumnElement[bool]):
