@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import column, func, inspect, select, table
 from sqlalchemy.orm import Session
-from sqlmodel import SQLModel, col
+from sqlmodel import col
 
 from lists.errors import ConflictError, InvalidInputError, NotFoundError
 from lists.models import Contact, MailingList, Segment
@@ -88,18 +88,22 @@ def list_segments(session: Session) -> list[Segment]:
 
 
 def delete_segment(session: Session, name: str) -> None:
-    """Delete a saved segment, unless something (a campaign) still refers to it: dropping the
-    reference would silently widen that campaign's audience."""
+    """Delete a saved segment, unless a row elsewhere (a campaign) still refers to it: the
+    reference would be set to NULL, silently widening that campaign's audience. The references
+    are found in the database's own foreign keys, whatever models are loaded."""
     row = get_segment(session, name)
-    segments = table_of(Segment)
-    for table in SQLModel.metadata.tables.values():
-        for fk in table.foreign_keys:
-            if fk.column.table is segments and isinstance(table, Table):
-                used = session.execute(
-                    select(func.count()).select_from(table).where(fk.parent == row.id)
-                ).scalar_one()
-                if used:
-                    raise ConflictError(f"segment {name!r} is still used by {used} row(s) of "
-                                        f"{table.name}; change those first")
+    schema = inspect(session.connection())
+    segments = table_of(Segment).name
+    for table_name in schema.get_table_names():
+        for fk in schema.get_foreign_keys(table_name):
+            if fk["referred_table"] != segments:
+                continue
+            [key] = fk["constrained_columns"]
+            referring = table(table_name, column(key))
+            used = session.execute(select(func.count()).select_from(referring)
+                                   .where(referring.c[key] == row.id)).scalar_one()
+            if used:
+                raise ConflictError(f"segment {name!r} is still used by {used} row(s) of "
+                                    f"{table_name}; change those first")
     session.delete(row)
     session.flush()
