@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import func, select
 
 from lists.consent import Provenance, unsubscribe
-from lists.errors import InvalidInputError, NotFoundError
+from lists.errors import InvalidInputError, NotFoundError, PatronError
 from lists.imports.contacts import import_contacts
+from lists.imports.reader import parsed_batches
 from lists.mailing_lists import create_list, get_list
 from lists.models import (
     ConsentEvent,
@@ -551,3 +554,53 @@ def test_cli_one_line_errors(cli, tmp_path):
     assert "consent source is required" in err
     err = _one_line_error(cli(*base, str(good), "--list", "news"), code=2)
     assert "--consent-source" in err
+
+
+# The helper reader process (large files) ------------------------------------------------------
+
+
+def test_a_helper_reader_process_gives_the_same_result_as_reading_in_process(ctx, tmp_path):
+    _list(ctx)
+    _list(ctx, "other")
+    lines = "".join(
+        f"user{i}@shop.example,U{i},{'Mars/Base' if i % 7 == 0 else ''},c{i % 3}\n" for i in range(40)
+    )
+    path = _csv(tmp_path, "email,first_name,timezone,city\n" + lines + "bad\ninfo@shop.example,,,\n")
+    inline = _import(ctx, path, batch_size=7, parallel=False)
+    inline_rejects = inline.rejects_file.read_bytes()
+    inline_state = (_contacts(ctx).keys(), _ledger(ctx))
+    with ctx.session() as s:
+        s.execute(ConsentEvent.__table__.delete())
+        s.execute(Subscription.__table__.delete())
+        s.execute(Contact.__table__.delete())
+    helper = _import(ctx, path, batch_size=7, parallel=True)
+    assert helper.rejects_file.read_bytes() == inline_rejects
+    assert (helper.imported, helper.rejected, helper.rejected_by_reason) == (
+        inline.imported, inline.rejected, inline.rejected_by_reason,
+    )
+    assert _contacts(ctx).keys() == inline_state[0]
+    assert [(e, a, s) for e, a, s, _ in _ledger(ctx)] == [(e, a, s) for e, a, s, _ in inline_state[1]]
+
+
+@dataclass(frozen=True)
+class FailingSpec:
+    """A parser spec whose parser cannot be built (in the helper process)."""
+
+    exit_code: int | None = None
+
+    @property
+    def row_type(self):
+        return tuple
+
+    def build(self):
+        if self.exit_code is not None:
+            os._exit(self.exit_code)
+        raise InvalidInputError("no parser today")
+
+
+def test_errors_of_the_helper_reader_process_reach_the_caller(tmp_path):
+    path = _csv(tmp_path, "email\na@shop.example\n")
+    with pytest.raises(InvalidInputError, match="no parser today"):
+        list(parsed_batches(path, FailingSpec(), 10, parallel=True))
+    with pytest.raises(PatronError, match="reader process stopped: exit code 3"):
+        list(parsed_batches(path, FailingSpec(exit_code=3), 10, parallel=True))

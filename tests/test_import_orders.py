@@ -295,3 +295,19 @@ def test_cli_orders_one_line_errors(cli, tmp_path):
         assert r.code == 1 and r.out == ""
         assert r.err.startswith("patron: error: ") and r.err.count("\n") == 1
         assert needle in r.err
+
+
+def test_a_helper_reader_process_gives_the_same_orders(ctx, tmp_path):
+    body = "".join(f"P{i},c{i % 5}@shop.example,{i}.25,eur,2026-05-0{1 + i % 9}T10:00:00+02:00,\n"
+                   for i in range(30))
+    path = _csv(tmp_path, HEADER + body + "P3,x@shop.example,1,EUR,2026-05-01,\nP99,bad,1,EUR,2026-05-01,\n")
+    summary = _import(ctx, path, parallel=True, batch_size=4)
+    assert (summary.imported, summary.rejected, summary.contacts_created) == (30, 2, 5)
+    helper, helper_rejects = _orders(ctx), summary.rejects_file.read_bytes()
+    with ctx.session() as s:
+        s.execute(delete(Order))
+    again = _import(ctx, path, parallel=False, batch_size=4)
+    assert (again.imported, again.rejected, again.rejects_file.read_bytes()) == (
+        30, 2, helper_rejects,
+    )
+    assert _orders(ctx) == helper

@@ -33,7 +33,8 @@ class Bulk:
     def transaction(cls, engine: Engine) -> Iterator[Bulk]:
         """One committed transaction. On SQLite it takes the write lock at once (BEGIN
         IMMEDIATE), so what a batch reads cannot change before it writes; on PostgreSQL the
-        callers lock the rows they read with FOR UPDATE."""
+        callers' writes are conditional (ON CONFLICT DO NOTHING, ``WHERE status = …``) and
+        RETURNING says which took effect."""
         with engine.begin() as conn:
             bulk = cls(conn)
             if not bulk.pg:
@@ -131,6 +132,40 @@ class Bulk:
             query += f" RETURNING {returning}"
         self.cur.execute(query, _columns(rows, len(columns)))
         return list(self.cur.fetchall()) if returning else None
+
+    def insert_new(
+        self,
+        table: str,
+        columns: Sequence[str],
+        pg_types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        key: str,
+    ) -> dict[Any, int]:
+        """Insert rows that this transaction found missing; their ``id`` by the value of the
+        unique column ``key``. On SQLite the write lock makes the new ids the next ones after
+        the current maximum, checked rather than read back (a second lookup per row); on
+        PostgreSQL RETURNING gives them, and a row another writer inserted meanwhile is looked
+        up."""
+        if not rows:
+            return {}
+        at = list(columns).index(key)
+        lookup = f"SELECT {key}, id FROM {table} WHERE {key} {{in}}"  # noqa: S608
+        if self.pg:
+            returned = self.insert(
+                table, columns, pg_types, rows, on_conflict=f"ON CONFLICT ({key}) DO NOTHING",
+                returning=f"{key}, id",
+            )
+            ids = dict(returned or [])
+            missing = [r[at] for r in rows if r[at] not in ids]
+            ids.update(self.fetch_in(lookup, missing))
+            return ids
+        (before,) = self.execute(f"SELECT coalesce(max(id), 0) FROM {table}")[0]  # noqa: S608
+        self.insert(table, columns, pg_types, rows)
+        check = self.execute(f"SELECT count(*), max(id) FROM {table} WHERE id > ?", (before,))  # noqa: S608
+        if check[0] == (len(rows), before + len(rows)):
+            return {r[at]: before + 1 + i for i, r in enumerate(rows)}
+        return dict(self.fetch_in(lookup, [r[at] for r in rows]))
 
     def update(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import time
 import zoneinfo
@@ -17,8 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from json.encoder import encode_basestring_ascii as _json_str
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from email_validator import EmailNotValidError
 from sqlalchemy import Engine
@@ -35,7 +37,8 @@ from lists.imports.csvfile import (
     default_rejects_path,
     open_input,
 )
-from lists.imports.runs import Reject, finish_run, run_batches, start_run
+from lists.imports.reader import Refusal, Reject, parsed_batches
+from lists.imports.runs import finish_run, run_batches, start_run
 from lists.mailing_lists import get_list
 from lists.models import ConsentAction, SubscriptionStatus
 
@@ -95,30 +98,20 @@ class ContactImportSummary:
         }
 
 
-class _Row:
-    """An accepted row on its way to the database."""
+class ContactRow(NamedTuple):
+    """An accepted row on its way to the database (a plain tuple: it crosses processes)."""
 
-    __slots__ = (
-        "attributes", "digest", "email", "first_name", "is_disposable", "is_role", "last_name",
-        "line", "locale", "record", "timezone",
-    )
-
-    def __init__(
-        self, record: Record, email: str, digest: str, is_role: bool, is_disposable: bool,
-        first_name: str | None, last_name: str | None, locale: str | None, timezone: str | None,
-        attributes: dict[str, str],
-    ) -> None:
-        self.record = record
-        self.line = record.line
-        self.email = email
-        self.digest = digest
-        self.is_role = is_role
-        self.is_disposable = is_disposable
-        self.first_name = first_name
-        self.last_name = last_name
-        self.locale = locale
-        self.timezone = timezone
-        self.attributes = attributes
+    line: int
+    fields: list[str]
+    email: str
+    digest: str  # suppression HMAC of the address
+    is_role: bool
+    is_disposable: bool
+    first_name: str | None
+    last_name: str | None
+    locale: str | None
+    timezone: str | None
+    attributes: str  # JSON object of the non-empty other columns
 
 
 @dataclass(frozen=True)
@@ -131,7 +124,11 @@ class ContactColumns:
     locale: int | None
     timezone: int | None
     attributes: tuple[tuple[int, str], ...]
-    width: int
+    header: tuple[str, ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.header)
 
 
 def map_columns(header: Sequence[str], file_name: str) -> ContactColumns:
@@ -166,7 +163,7 @@ def map_columns(header: Sequence[str], file_name: str) -> ContactColumns:
         locale=known.get("locale"),
         timezone=known.get("timezone"),
         attributes=tuple(attributes),
-        width=len(header),
+        header=tuple(header),
     )
 
 
@@ -196,94 +193,111 @@ def ledger_source(consent_source: str, path: Path) -> str:
     return text + suffix
 
 
-class _ContactImport:
-    """The state of one run: options, the addresses seen so far, counters, rejects."""
+@dataclass(frozen=True)
+class ContactParserSpec:
+    """What checking rows needs (picklable, for the reader process)."""
 
-    def __init__(
-        self, *, key: bytes, columns: ContactColumns, list_id: int, target: S, source: str,
-        now: datetime, exclude_role: bool, exclude_disposable: bool,
-    ) -> None:
-        self.key = key
-        self.columns = columns
-        self.list_id = list_id
-        self.target = target
-        self.source = source
-        self.now = now
-        self.exclude_role = exclude_role
-        self.exclude_disposable = exclude_disposable
+    key: bytes
+    columns: ContactColumns
+    exclude_role: bool
+    exclude_disposable: bool
+
+    @property
+    def row_type(self) -> type[ContactRow]:
+        return ContactRow
+
+    def build(self) -> ContactParser:
+        return ContactParser(self)
+
+
+class ContactParser:
+    """Checks rows without the database: shape, address, duplicates, hygiene, values."""
+
+    def __init__(self, spec: ContactParserSpec) -> None:
+        self.columns = spec.columns
+        self.exclude_role = spec.exclude_role
+        self.exclude_disposable = spec.exclude_disposable
         self.seen: set[str] = set()
-        self.counts: Counter[str] = Counter()
         # The suppression HMAC (lists.suppressions.address_hmac) from a keyed copy: half the cost.
-        self._hasher = hmac.new(key, digestmod=hashlib.sha256)
+        self._hasher = hmac.new(spec.key, digestmod=hashlib.sha256)
         self._disposable: dict[str, bool] = {}
+        self._attributes = [(pos, _json_str(name) + ": ") for pos, name in spec.columns.attributes]
         self._optional = [
             (slot, pos, _MAX_LEN[name], name.replace("_", " "))
             for slot, name in enumerate(("first_name", "last_name", "locale", "timezone"))
-            if (pos := getattr(columns, name)) is not None
+            if (pos := getattr(spec.columns, name)) is not None
         ]
 
-    # Row checks that need no database ---------------------------------------------------
-
-    def parse(self, rec: Record) -> _Row | tuple[str, str]:
-        """The row ready for the database, or why it is refused as (reason, detail)."""
+    def parse(self, rec: Record) -> ContactRow | Refusal:
+        """The row ready for the database, or why it is refused."""
         fields = rec.fields
         if rec.problem is not None:
-            return ("unreadable row", rec.problem)
+            return Refusal("unreadable row", rec.problem)
         width = self.columns.width
         if len(fields) != width:
             if len(fields) > width:
-                return ("too many fields", f"{len(fields)} where the header has {width}")
+                return Refusal("too many fields", f"{len(fields)} where the header has {width}")
             fields = fields + [""] * (width - len(fields))
         try:
             email = normalize_email(fields[self.columns.email])
         except InvalidInputError as exc:
             cause = exc.__cause__
-            return ("invalid address", str(cause if isinstance(cause, EmailNotValidError) else exc))
+            detail = cause if isinstance(cause, EmailNotValidError) else exc
+            return Refusal("invalid address", str(detail))
         fold = suppression_key(email)
         if fold in self.seen:
-            return ("duplicate in file", "")
+            return Refusal("duplicate in file")
         self.seen.add(fold)
         local, _, domain = email.rpartition("@")
         role = is_role(local)
         if role and self.exclude_role:
-            return ("role address", "")
+            return Refusal("role address")
         disposable = self._disposable.get(domain)
         if disposable is None:
             if len(self._disposable) > 100_000:
                 self._disposable.clear()
             disposable = self._disposable[domain] = is_disposable(domain)
         if disposable and self.exclude_disposable:
-            return ("disposable domain", "")
+            return Refusal("disposable domain")
         values: list[str | None] = [None, None, None, None]
         for slot, pos, limit, label in self._optional:
             value = fields[pos].strip()
             if value:
                 if len(value) > limit:
-                    return (f"{label} too long", f"at most {limit} characters")
+                    return Refusal(f"{label} too long", f"at most {limit} characters")
                 values[slot] = value
         first, last, locale, zone = values
         if zone is not None:
             canonical = canonical_zone(zone)
             if canonical is None:
-                return ("invalid time zone", zone)
+                return Refusal("invalid time zone", zone)
             zone = canonical
         if locale is not None and _LOCALE.fullmatch(locale) is None:
-            return ("invalid locale", locale)
-        attributes = {}
-        for pos, name in self.columns.attributes:
-            value = fields[pos].strip()
-            if value:
-                attributes[name] = value
+            return Refusal("invalid locale", locale)
+        # json.dumps of the non-empty attributes, three times faster built by hand.
+        parts = [key + _json_str(v) for pos, key in self._attributes if (v := fields[pos].strip())]
         hasher = self._hasher.copy()
         hasher.update(fold.encode())
-        return _Row(rec, email, hasher.hexdigest(), role, disposable, first, last, locale, zone,
-                    attributes)
+        return ContactRow(
+            rec.line, rec.fields, email, hasher.hexdigest(), role, disposable, first, last,
+            locale, zone, "{" + ", ".join(parts) + "}",
+        )
+
+
+class _ContactWriter:
+    """Checks rows against the database and writes them; counts what it did."""
+
+    def __init__(self, *, list_id: int, target: S, source: str, now: datetime) -> None:
+        self.list_id = list_id
+        self.target = target
+        self.status = target.value
+        self.source = source
+        self.now = now
+        self.counts: Counter[str] = Counter()
 
     # Row checks against the database, and the writes ------------------------------------
 
-    def apply(
-        self, bulk: Bulk, rows: list[_Row], rejects: list[Reject]
-    ) -> None:
+    def apply(self, bulk: Bulk, rows: list[ContactRow], rejects: list[Reject]) -> None:
         now = bulk.ts(self.now)
         suppressed = {
             r[0]
@@ -310,14 +324,14 @@ class _ContactImport:
                 params=(self.list_id,),
             )
         }
-        new_contacts: list[_Row] = []
+        new_contacts: list[ContactRow] = []
         contact_updates: list[tuple[Any, ...]] = []
         to_subscribe: list[int] = []  # existing contacts without a subscription to this list
         to_confirm: list[int] = []  # pending subscriptions that --confirmed upgrades
         changed_fields: set[int] = set()
         for row in rows:
             if row.digest in suppressed:
-                rejects.append((row.line, "suppressed", "", row.record.fields))
+                rejects.append((row.line, "suppressed", "", row.fields))
                 continue
             found = existing.get(row.email)
             if found is None:
@@ -327,7 +341,7 @@ class _ContactImport:
             status = statuses.get(cid)
             if status == S.UNSUBSCRIBED:
                 # An import never resubscribes: withdrawal needs fresh consent from the person.
-                rejects.append((row.line, "unsubscribed", "", row.record.fields))
+                rejects.append((row.line, "unsubscribed", "", row.fields))
                 continue
             update = self._contact_update(bulk, found, row, now)
             if update is not None:
@@ -342,28 +356,21 @@ class _ContactImport:
 
         bulk.update("contacts", "id", _UPDATE_COLUMNS, _UPDATE_TYPES, contact_updates)
         if new_contacts:
-            bulk.insert(
+            ids = bulk.insert_new(
                 "contacts", _CONTACT_COLUMNS, _CONTACT_TYPES,
                 [
-                    (r.email, r.first_name, r.last_name, r.locale, r.timezone,
-                     bulk.json(r.attributes), r.is_role, r.is_disposable, 0, 0, now, now)
+                    (r.email, r.first_name, r.last_name, r.locale, r.timezone, r.attributes,
+                     r.is_role, r.is_disposable, 0, 0, now, now)
                     for r in new_contacts
                 ],
-                on_conflict="ON CONFLICT (email) DO NOTHING",
+                key="email",
             )
-            ids = {
-                email: cid
-                for cid, email in bulk.fetch_in(
-                    "SELECT id, email FROM contacts WHERE email {in}",
-                    [r.email for r in new_contacts],
-                )
-            }
             to_subscribe.extend(ids[r.email] for r in new_contacts)
         self._subscribe(bulk, to_subscribe, changed_fields, now)
         self._confirm(bulk, to_confirm, changed_fields, now)
 
     def _contact_update(
-        self, bulk: Bulk, found: tuple[Any, ...], row: _Row, now: Any
+        self, bulk: Bulk, found: tuple[Any, ...], row: ContactRow, now: Any
     ) -> tuple[Any, ...] | None:
         cid, _, first, last, locale, tz, attrs_raw, is_role, is_disposable = found
         attrs = bulk.json_out(attrs_raw) or {}
@@ -371,7 +378,7 @@ class _ContactImport:
         new_last = row.last_name or last
         new_locale = row.locale or locale
         new_tz = row.timezone or tz
-        merged = {**attrs, **row.attributes} if row.attributes else attrs
+        merged = {**attrs, **json.loads(row.attributes)} if row.attributes != "{}" else attrs
         if (
             (new_first, new_last, new_locale, new_tz) == (first, last, locale, tz)
             and merged == attrs
@@ -388,7 +395,7 @@ class _ContactImport:
         confirmed_at = now if self.target is S.CONFIRMED else None
         inserted = bulk.insert(
             "subscriptions", _SUB_COLUMNS, _SUB_TYPES,
-            [(cid, self.list_id, self.target.value, now, now, confirmed_at) for cid in ids],
+            [(cid, self.list_id, self.status, now, now, confirmed_at) for cid in ids],
             on_conflict="ON CONFLICT (contact_id, list_id) DO NOTHING",
             returning="contact_id",
         )
@@ -397,7 +404,7 @@ class _ContactImport:
         self.counts["unchanged"] += sum(1 for cid in set(ids) - set(done) if cid not in changed)
         self.counts["updated"] += sum(1 for cid in set(ids) - set(done) if cid in changed)
         self.counts["imported"] += len(done)
-        self.counts[self.target.value] += len(done)
+        self.counts[self.status] += len(done)
         actions = [ConsentAction.GRANTED.value]
         if self.target is S.CONFIRMED:
             actions.append(ConsentAction.CONFIRMED.value)
@@ -443,6 +450,7 @@ def import_contacts(
     exclude_disposable: bool = True,
     batch_size: int = 5000,
     progress: Callable[[int, int], None] | None = None,
+    parallel: bool | None = None,
 ) -> ContactImportSummary:
     """Import the contacts of the CSV file ``path`` into the list ``list_name``.
 
@@ -450,7 +458,8 @@ def import_contacts(
     consent confirmed elsewhere, else ``pending``; the ledger records ``granted`` (and
     ``confirmed``) with ``consent_source`` and the file name. Rows refused are written to
     ``rejects_path`` (default ``<name>.rejects.csv`` beside the input) with their line and
-    reason. ``progress(bytes_done, bytes_total)`` is called after each batch."""
+    reason. ``progress(bytes_done, bytes_total)`` is called after each batch. ``parallel``:
+    check rows in a helper process (None: for files of a few MiB and more)."""
     source = ledger_source(consent_source, path)
     if batch_size < 1:
         raise InvalidInputError("the batch size must be at least 1")
@@ -461,24 +470,23 @@ def import_contacts(
     started = time.monotonic()
     with open_input(path) as src:
         columns = map_columns(src.header, path.name)
-        rejects_path = (rejects_path or default_rejects_path(path)).absolute()
-        check_rejects_path(path, rejects_path)
-        run_id = start_run(
-            engine, path, kind="contacts", now=now, list_id=mailing_list.id,
-            consent_source=consent_source.strip(),
+        delimiter, bom = src.delimiter, src.has_bom
+    rejects_path = (rejects_path or default_rejects_path(path)).absolute()
+    check_rejects_path(path, rejects_path)
+    run_id = start_run(
+        engine, path, kind="contacts", now=now, list_id=mailing_list.id,
+        consent_source=consent_source.strip(),
+    )
+    spec = ContactParserSpec(key, columns, exclude_role, exclude_disposable)
+    state = _ContactWriter(list_id=mailing_list.id, target=target, source=source, now=now)
+    writer = RejectsWriter(rejects_path, columns.header, delimiter=delimiter, bom=bom)
+    try:
+        rows_read = run_batches(
+            engine, parsed_batches(path, spec, batch_size, parallel=parallel), writer,
+            apply=state.apply, bytes_total=path.stat().st_size, progress=progress,
         )
-        state = _ContactImport(
-            key=key, columns=columns, list_id=mailing_list.id, target=target, source=source,
-            now=now, exclude_role=exclude_role, exclude_disposable=exclude_disposable,
-        )
-        writer = RejectsWriter(rejects_path, src.header, delimiter=src.delimiter, bom=src.has_bom)
-        try:
-            rows_read = run_batches(
-                engine, src, writer, parse=state.parse, apply=state.apply,
-                batch_size=batch_size, progress=progress,
-            )
-        finally:
-            rejects_file = writer.finish()
+    finally:
+        rejects_file = writer.finish()
     counts = state.counts
     summary = ContactImportSummary(
         rows=rows_read,

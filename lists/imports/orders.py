@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from email_validator import EmailNotValidError
 from sqlalchemy import Engine
@@ -29,7 +29,8 @@ from lists.imports.csvfile import (
     default_rejects_path,
     open_input,
 )
-from lists.imports.runs import Refusal, Reject, finish_run, run_batches, start_run
+from lists.imports.reader import Refusal, Reject, parsed_batches
+from lists.imports.runs import finish_run, run_batches, start_run
 from lists.models import SuppressionReason
 from lists.orders import recompute_order_aggregates
 from lists.suppressions import address_hmac
@@ -111,27 +112,28 @@ def parse_ordered_at(text: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-class _Order:
-    __slots__ = ("cents", "currency", "customer_id", "discount", "email", "line", "order_id",
-                 "ordered_at", "record")
+class OrderRow(NamedTuple):
+    """An accepted order row on its way to the database (a plain tuple: it crosses processes)."""
 
-    def __init__(self, record: Record, order_id: str, email: str | None, customer_id: str | None,
-                 cents: int, currency: str, ordered_at: datetime, discount: str | None) -> None:
-        self.record = record
-        self.line = record.line
-        self.order_id = order_id
-        self.email = email
-        self.customer_id = customer_id
-        self.cents = cents
-        self.currency = currency
-        self.ordered_at = ordered_at
-        self.discount = discount
+    line: int
+    fields: list[str]
+    order_id: str
+    email: str | None
+    customer_id: str | None
+    cents: int
+    currency: str
+    ordered_at: datetime
+    discount: str | None
 
 
 @dataclass(frozen=True)
 class OrderColumns:
     positions: dict[str, int]
-    width: int
+    header: tuple[str, ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.header)
 
 
 def map_columns(header: Sequence[str], file_name: str) -> OrderColumns:
@@ -153,42 +155,54 @@ def map_columns(header: Sequence[str], file_name: str) -> OrderColumns:
             f"{file_name}: missing column{'s' if len(missing) > 1 else ''} "
             f"{', '.join(repr(m) for m in missing)} (the header has {found})"
         )
-    return OrderColumns(positions, len(header))
+    return OrderColumns(positions, tuple(header))
 
 
-class _OrderImport:
-    def __init__(self, *, columns: OrderColumns, source: str, now: datetime, key: bytes | None):
+@dataclass(frozen=True)
+class OrderParserSpec:
+    """What checking order rows needs (picklable, for the reader process)."""
+
+    columns: OrderColumns
+
+    @property
+    def row_type(self) -> type[OrderRow]:
+        return OrderRow
+
+    def build(self) -> OrderParser:
+        return OrderParser(self.columns)
+
+
+class OrderParser:
+    """Checks order rows without the database."""
+
+    def __init__(self, columns: OrderColumns) -> None:
         self.columns = columns
-        self.source = source
-        self.now = now
-        self.key = key
         self.seen: set[str] = set()
-        self.counts: Counter[str] = Counter()
 
-    def parse(self, rec: Record) -> _Order | Refusal:
+    def parse(self, rec: Record) -> OrderRow | Refusal:
         """The order ready for the database, or why it is refused as (reason, detail)."""
         fields = rec.fields
         pos = self.columns.positions
 
         if rec.problem is not None:
-            return ("unreadable row", rec.problem)
+            return Refusal("unreadable row", rec.problem)
         width = self.columns.width
         if len(fields) > width:
-            return ("too many fields", f"{len(fields)} where the header has {width}")
+            return Refusal("too many fields", f"{len(fields)} where the header has {width}")
         if len(fields) < width:
             fields = fields + [""] * (width - len(fields))
         order_id = fields[pos["order_id"]].strip()
         if not order_id:
-            return ("missing order_id", "")
+            return Refusal("missing order_id")
         if len(order_id) > _MAX_ID:
-            return ("order_id too long", f"at most {_MAX_ID} characters")
+            return Refusal("order_id too long", f"at most {_MAX_ID} characters")
         if order_id in self.seen:
-            return ("duplicate in file", "")
+            return Refusal("duplicate in file")
         self.seen.add(order_id)
         raw_email = fields[pos["email"]].strip()
         customer_id = (fields[pos["customer_id"]].strip() or None) if "customer_id" in pos else None
         if customer_id is not None and len(customer_id) > _MAX_ID:
-            return ("customer_id too long", f"at most {_MAX_ID} characters")
+            return Refusal("customer_id too long", f"at most {_MAX_ID} characters")
         email = None
         if raw_email or customer_id is None:
             try:
@@ -196,26 +210,37 @@ class _OrderImport:
             except InvalidInputError as exc:
                 cause = exc.__cause__
                 detail = cause if isinstance(cause, EmailNotValidError) else exc
-                return ("invalid email", str(detail))
+                return Refusal("invalid email", str(detail))
         try:
             cents = parse_total(fields[pos["total"]])
         except ValueError as exc:
-            return ("invalid total", str(exc))
+            return Refusal("invalid total", str(exc))
         currency = fields[pos["currency"]].strip().upper()
         if _CURRENCY.fullmatch(currency) is None:
-            return ("invalid currency", f"{currency!r} is not a 3-letter code like EUR")
+            return Refusal("invalid currency", f"{currency!r} is not a 3-letter code like EUR")
         try:
             ordered_at = parse_ordered_at(fields[pos["ordered_at"]])
         except ValueError as exc:
-            return ("invalid ordered_at", str(exc))
+            return Refusal("invalid ordered_at", str(exc))
         discount = None
         if "discount_code" in pos:
             discount = fields[pos["discount_code"]].strip() or None
         if discount is not None and len(discount) > _MAX_ID:
-            return ("discount_code too long", f"at most {_MAX_ID} characters")
-        return _Order(rec, order_id, email, customer_id, cents, currency, ordered_at, discount)
+            return Refusal("discount_code too long", f"at most {_MAX_ID} characters")
+        return OrderRow(rec.line, rec.fields, order_id, email, customer_id, cents, currency,
+                        ordered_at, discount)
 
-    def apply(self, bulk: Bulk, orders: list[_Order], rejects: list[Reject]) -> None:
+
+class _OrderWriter:
+    """Links orders to contacts, writes them, keeps aggregates exact; counts what it did."""
+
+    def __init__(self, *, source: str, now: datetime, key: bytes | None) -> None:
+        self.source = source
+        self.now = now
+        self.key = key
+        self.counts: Counter[str] = Counter()
+
+    def apply(self, bulk: Bulk, orders: list[OrderRow], rejects: list[Reject]) -> None:
         now = bulk.ts(self.now)
         contacts = self._contacts(bulk, orders, now)
         by_customer = self._by_customer(bulk, orders)
@@ -238,7 +263,7 @@ class _OrderImport:
                 contact_id = by_customer.get(order.customer_id or "")
                 if contact_id is None:
                     rejects.append((order.line, "unknown customer_id", "no contact has it and the "
-                                    "row has no email", order.record.fields))
+                                    "row has no email", order.fields))
                     continue
             found = existing.get(order.order_id)
             if found is None:
@@ -268,7 +293,7 @@ class _OrderImport:
         self.counts["unchanged"] += len(inserts) - done
         recompute_order_aggregates(bulk.conn, touched)
 
-    def _contacts(self, bulk: Bulk, orders: list[_Order], now: Any) -> dict[str, int | None]:
+    def _contacts(self, bulk: Bulk, orders: list[OrderRow], now: Any) -> dict[str, int | None]:
         """Contact id by email, creating the contacts not known yet. An address erased at its
         owner's request gets no contact again: its orders are kept without a person."""
         emails = sorted({o.email for o in orders if o.email is not None})
@@ -290,21 +315,20 @@ class _OrderImport:
         if not fresh:
             return ids
         customer = {o.email: o.customer_id for o in orders if o.customer_id is not None}
-        bulk.insert(
+        created = bulk.insert_new(
             "contacts", _NEW_CONTACT, _NEW_CONTACT_TYPES,
             [
                 (e, customer.get(e), "{}", is_role(e.rpartition("@")[0]),
                  is_disposable(e.rpartition("@")[2]), 0, 0, now, now)
                 for e in fresh
             ],
-            on_conflict="ON CONFLICT (email) DO NOTHING",
+            key="email",
         )
-        created = bulk.fetch_in("SELECT id, email FROM contacts WHERE email {in}", fresh)
         self.counts["contacts_created"] += len(created)
-        ids.update((email, cid) for cid, email in created)
+        ids.update(created)
         return ids
 
-    def _by_customer(self, bulk: Bulk, orders: list[_Order]) -> dict[str, int]:
+    def _by_customer(self, bulk: Bulk, orders: list[OrderRow]) -> dict[str, int]:
         wanted = sorted({o.customer_id for o in orders if o.email is None and o.customer_id})
         out: dict[str, int] = {}
         for customer_id, cid in bulk.fetch_in(
@@ -324,11 +348,13 @@ def import_orders(
     batch_size: int = 5000,
     progress: Callable[[int, int], None] | None = None,
     key: bytes | None = None,
+    parallel: bool | None = None,
 ) -> OrderImportSummary:
     """Import the orders of the CSV file ``path`` under ``source`` (idempotent by source and
     order id: same data → unchanged, changed data → updated), creating a contact without
     subscription for each unknown customer and keeping order aggregates exact. With ``key``,
-    addresses erased at their owner's request (A9) get no contact again."""
+    addresses erased at their owner's request (A9) get no contact again. ``parallel``: check
+    rows in a helper process (None: for files of a few MiB and more)."""
     source = source.strip()
     if not source or len(source) > 32:
         raise InvalidInputError("an order source is 1 to 32 characters (like csv or shopify)")
@@ -337,18 +363,19 @@ def import_orders(
     started = time.monotonic()
     with open_input(path) as src:
         columns = map_columns(src.header, path.name)
-        rejects_path = (rejects_path or default_rejects_path(path)).absolute()
-        check_rejects_path(path, rejects_path)
-        run_id = start_run(engine, path, kind="orders", now=now)
-        state = _OrderImport(columns=columns, source=source, now=now, key=key)
-        writer = RejectsWriter(rejects_path, src.header, delimiter=src.delimiter, bom=src.has_bom)
-        try:
-            rows_read = run_batches(
-                engine, src, writer, parse=state.parse, apply=state.apply,
-                batch_size=batch_size, progress=progress,
-            )
-        finally:
-            rejects_file = writer.finish()
+        delimiter, bom = src.delimiter, src.has_bom
+    rejects_path = (rejects_path or default_rejects_path(path)).absolute()
+    check_rejects_path(path, rejects_path)
+    run_id = start_run(engine, path, kind="orders", now=now)
+    state = _OrderWriter(source=source, now=now, key=key)
+    writer = RejectsWriter(rejects_path, columns.header, delimiter=delimiter, bom=bom)
+    try:
+        rows_read = run_batches(
+            engine, parsed_batches(path, OrderParserSpec(columns), batch_size, parallel=parallel),
+            writer, apply=state.apply, bytes_total=path.stat().st_size, progress=progress,
+        )
+    finally:
+        rejects_file = writer.finish()
     counts = state.counts
     summary = OrderImportSummary(
         rows=rows_read,
