@@ -1,4 +1,4 @@
-"""Signed tokens carried in tracking URLs: click, open, unsubscribe/preferences, opt-in confirm.
+"""Signed tokens carried in tracking URLs: click, open, unsubscribe/preferences.
 
 A token is ``base64url(version || varint fields || mac)`` without padding, where ``mac`` is
 HMAC-SHA256 over a domain prefix, the token kind, the version and the fields, truncated to
@@ -35,7 +35,7 @@ class TokenKind(IntEnum):
     CLICK = 1
     OPEN = 2
     UNSUBSCRIBE = 3
-    CONFIRM = 4
+    # 4 was a confirmation token: those are lists.consent.confirm_token now; never reuse 4.
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +62,6 @@ class UnsubscribeToken:
     contact_id: int
     campaign_id: int
 
-
-@dataclass(frozen=True, slots=True)
-class ConfirmToken:
-    """The double opt-in confirmation of ``contact_id`` for list ``list_id``."""
-
-    contact_id: int
-    list_id: int
 
 
 def _uvarint(value: int) -> bytes:
@@ -191,14 +184,3 @@ def verify_unsubscribe_token(key: bytes, token: str) -> UnsubscribeToken | None:
     """The contact and campaign a genuine unsubscribe token stands for, or None."""
     fields = _open(key, TokenKind.UNSUBSCRIBE, token, 2)
     return None if fields is None else UnsubscribeToken(fields[0], fields[1])
-
-
-def make_confirm_token(key: bytes, contact_id: int, list_id: int) -> str:
-    """The token of a double opt-in confirmation link."""
-    return _make(key, TokenKind.CONFIRM, contact_id, list_id)
-
-
-def verify_confirm_token(key: bytes, token: str) -> ConfirmToken | None:
-    """The subscription a genuine confirmation token stands for, or None."""
-    fields = _open(key, TokenKind.CONFIRM, token, 2)
-    return None if fields is None else ConfirmToken(fields[0], fields[1])

@@ -13,16 +13,13 @@ from hypothesis import strategies as st
 from campaigns.tokens import (
     MAX_ID,
     ClickToken,
-    ConfirmToken,
     OpenToken,
     UnsubscribeToken,
     make_click_token,
     make_click_tokens,
-    make_confirm_token,
     make_open_token,
     make_unsubscribe_token,
     verify_click_token,
-    verify_confirm_token,
     verify_open_token,
     verify_unsubscribe_token,
 )
@@ -49,7 +46,6 @@ def test_other_tokens_round_trip(a, b):
     assert verify_unsubscribe_token(KEY, make_unsubscribe_token(KEY, a, b)) == UnsubscribeToken(
         a, b
     )
-    assert verify_confirm_token(KEY, make_confirm_token(KEY, a, b)) == ConfirmToken(a, b)
 
 
 def test_tokens_are_compact():
@@ -95,8 +91,6 @@ def test_token_of_one_kind_is_not_valid_as_another():
     assert verify_unsubscribe_token(KEY, opened) is None
     assert verify_click_token(KEY, unsubscribe + "A") is None
     assert verify_open_token(KEY, unsubscribe) is None
-    assert verify_confirm_token(KEY, unsubscribe) is None
-    assert verify_unsubscribe_token(KEY, make_confirm_token(KEY, 5, 6)) is None
 
 
 def test_forged_token_with_a_guessed_mac_is_rejected():
