@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from campaigns.delivery.alerts import AlertKind, AlertLevel, has_alert, raise_alert
-from campaigns.delivery.eligibility import TRANSACTIONAL_KINDS
 from campaigns.delivery.pacing import pause_provider
 from campaigns.delivery.protocols import AudienceFreezer
 from campaigns.delivery.scheduling import start_campaign
+from campaigns.delivery.statements import TRANSACTIONAL_KINDS
 from campaigns.lifecycle import transition
 from campaigns.models import Campaign, CampaignStatus, DeliveryFailure, Message, MessageState
 from lists.errors import ConflictError, NotFoundError

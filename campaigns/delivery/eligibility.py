@@ -13,19 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
-from sqlmodel import col
 
-from campaigns.models import Campaign, CampaignKind, CampaignList, Message, MessageState, SkipReason
-from lists.models import Contact, Subscription, SubscriptionStatus, Suppression
+from campaigns.delivery.statements import SUBSCRIBED_RANK, send_path
+from campaigns.models import CampaignKind, SkipReason
 from lists.suppressions import address_hmac
-
-S = SubscriptionStatus
-
-# Kinds that are not marketing: no frequency cap, pending contacts may receive them, and their
-# stream stays open (new rows keep arriving) instead of finishing.
-TRANSACTIONAL_KINDS = frozenset({"confirmation"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +45,7 @@ def send_time_skips(
     session: Session, key: bytes, now: datetime, candidates: Sequence[Candidate], caps: Caps
 ) -> dict[int, SkipReason]:
     """The candidates that must not be sent, with the reason; a handful of queries per batch."""
+    sql = send_path(session.get_bind().dialect.name)
     skips: dict[int, SkipReason] = {}
     live = [c for c in candidates if c.contact_id is not None and c.email]
     for c in candidates:
@@ -64,67 +57,28 @@ def send_time_skips(
     campaign_ids = sorted({c.campaign_id for c in live})
 
     digests = {c.row_id: address_hmac(key, c.email or "") for c in live}
-    suppressed = set(
-        session.execute(
-            select(col(Suppression.address_hmac)).where(
-                col(Suppression.address_hmac).in_(sorted(set(digests.values())))
-            )
-        ).scalars()
-    )
-    # One query for the contacts (missing: erased) and their subscriptions to the lists of
-    # the campaigns at hand: 3 confirmed, 2 pending, 1 unsubscribed, 0 none.
+    suppressed = sql.suppressed_among(session, sorted(set(digests.values())))
+    # The contacts (missing: erased) and their subscriptions to the lists of the campaigns at
+    # hand: 3 confirmed, 2 pending, 1 unsubscribed, 0 none.
     existing: dict[int, datetime | None] = {}
     status: dict[tuple[int, int], int] = {}
-    rank = {S.CONFIRMED.value: 3, S.PENDING.value: 2}
-    lists_of_campaigns = and_(
-        col(CampaignList.list_id) == col(Subscription.list_id),
-        col(CampaignList.campaign_id).in_(campaign_ids),
-    )
-    for contact_id, last_emailed, campaign_id, sub_status in session.execute(
-        select(
-            col(Contact.id), col(Contact.last_emailed_at), col(CampaignList.campaign_id),
-            col(Subscription.status),
-        )
-        .select_from(Contact)
-        .outerjoin(Subscription, col(Subscription.contact_id) == col(Contact.id))
-        .outerjoin(CampaignList, lists_of_campaigns)
-        .where(col(Contact.id).in_(contact_ids))
+    for contact_id, last_emailed, campaign_id, sub_status in sql.contacts_and_subscriptions(
+        session, contact_ids, campaign_ids
     ):
-        assert contact_id is not None
         existing[contact_id] = last_emailed
         if campaign_id is not None:
             pair = (contact_id, campaign_id)
-            status[pair] = max(status.get(pair, 1), rank.get(sub_status, 1))
+            status[pair] = max(status.get(pair, 1), SUBSCRIBED_RANK.get(sub_status or "", 1))
 
     busy_elsewhere: dict[int, set[int]] = {}
     recent_discounts: dict[int, set[int]] = {}
     if caps.frequency_hours > 0 and caps.concurrent_campaigns and any(c.marketing for c in live):
-        for busy_contact, busy_campaign in session.execute(
-            select(col(Message.contact_id), col(Message.campaign_id))
-            .join(Campaign, col(Campaign.id) == col(Message.campaign_id))
-            .where(
-                col(Message.contact_id).in_(contact_ids),
-                col(Message.state) == MessageState.SENDING.value,
-                col(Campaign.kind).not_in(TRANSACTIONAL_KINDS),
-            )
-        ):
-            busy_elsewhere.setdefault(int(busy_contact or 0), set()).add(busy_campaign)
+        for busy_contact, busy_campaign in sql.in_flight_elsewhere(session, contact_ids):
+            busy_elsewhere.setdefault(busy_contact, set()).add(busy_campaign)
     if caps.discount_days > 0 and any(c.kind == CampaignKind.DISCOUNT.value for c in live):
         since = now - timedelta(days=caps.discount_days)
-        for offer_contact, offer_campaign in session.execute(
-            select(col(Message.contact_id), col(Message.campaign_id))
-            .join(Campaign, col(Campaign.id) == col(Message.campaign_id))
-            .where(
-                col(Message.contact_id).in_(contact_ids),
-                col(Campaign.kind) == CampaignKind.DISCOUNT.value,
-                col(Message.state).in_(
-                    (MessageState.SENT.value, MessageState.UNKNOWN.value,
-                     MessageState.SENDING.value)
-                ),
-                col(Message.last_attempt_at) >= since,
-            )
-        ):
-            recent_discounts.setdefault(int(offer_contact or 0), set()).add(offer_campaign)
+        for offer_contact, offer_campaign in sql.recent_discounts(session, contact_ids, since):
+            recent_discounts.setdefault(offer_contact, set()).add(offer_campaign)
 
     frequency_since = now - timedelta(hours=caps.frequency_hours)
     in_this_batch: set[int] = set()
@@ -135,7 +89,7 @@ def send_time_skips(
         if c.contact_id not in existing or digests[c.row_id] in suppressed:
             reason = SkipReason.SUPPRESSED
         elif best < 2 or (c.marketing and best < 3):
-            # No subscription left (erased lists) or unsubscribed; pending for marketing.
+            # No subscription left or unsubscribed; pending is not enough for marketing.
             reason = SkipReason.UNSUBSCRIBED if best < 2 else SkipReason.NOT_CONFIRMED
         elif c.marketing and caps.frequency_hours > 0 and (
             _after(existing[c.contact_id], frequency_since)

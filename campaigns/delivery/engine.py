@@ -34,7 +34,7 @@ from campaigns.delivery.controls import (
     finish_done,
     start_due,
 )
-from campaigns.delivery.eligibility import TRANSACTIONAL_KINDS, Candidate, Caps
+from campaigns.delivery.eligibility import Candidate, Caps
 from campaigns.delivery.journal import (
     Batch,
     BatchResult,
@@ -61,6 +61,7 @@ from campaigns.delivery.queue import (
     register_worker,
 )
 from campaigns.delivery.scheduling import Window, campaign_window, next_in_window, zone
+from campaigns.delivery.statements import TRANSACTIONAL_KINDS
 from campaigns.delivery.throttle import Pace, ProviderLane, ProviderLimits, RateLimiter, warmup_cap
 from campaigns.models import Campaign, CampaignStatus, DeliveryFailure, MessageState
 from lists.clock import Clock
@@ -157,7 +158,10 @@ class DeliveryEngine:
         self.identity = identity or WorkerIdentity.create()
         self._rng = rng or random.Random()
         self._sqlite = db.dialect.name == "sqlite"
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="patron-db")
+        # SQLite has one writer at a time anyway; on PostgreSQL commit points and outcomes
+        # commit on two connections at once, so outcomes never delay a commit point.
+        threads = 1 if self._sqlite else 2
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="patron-db")
         self._caps = Caps(config.frequency_cap_hours, config.discount_cap_days)
         self._limits = RateLimits(
             complaint_warn=config.complaint_warn_rate,
@@ -166,7 +170,8 @@ class DeliveryEngine:
             min_messages=config.rate_check_min_messages,
             provider_pause=timedelta(minutes=config.provider_pause_minutes),
         )
-        self._committer = GroupCommitter(self._write)
+        self._marks = GroupCommitter(self._write)  # commit points
+        self._outcomes = GroupCommitter(self._write)  # outcomes and claims given back
         self._global = RateLimiter(config.rate, burst=max(1.0, config.rate / 10))
         self._lanes: dict[str, ProviderLane] = {}
         self._paces: dict[str, Pace] = {}
@@ -217,7 +222,8 @@ class DeliveryEngine:
         now = self._clock.now()
         ident = self.identity
         await self._db(lambda s: register_worker(s, ident.worker_id, ident.host, ident.pid, now))
-        self._committer.start()
+        self._marks.start()
+        self._outcomes.start()
         watchers = [
             asyncio.get_running_loop().create_task(self._watch_lag(), name="loop-lag"),
         ]
@@ -231,7 +237,8 @@ class DeliveryEngine:
             self._stop.set()
             if self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
-            await self._committer.close()
+            await self._marks.close()
+            await self._outcomes.close()
             if self._failure is None and watchers[1:]:
                 # Settle campaigns the last messages finished (--once exits right after).
                 await self._control_tick()
@@ -245,7 +252,10 @@ class DeliveryEngine:
             )
             self._executor.shutdown(wait=True)
             self.report.seconds = round(time.perf_counter() - began, 3)
-            self.report.commits = self._committer.stats.as_dict()
+            self.report.commits = {
+                **{f"marks_{k}": v for k, v in self._marks.stats.as_dict().items()},
+                **{f"outcomes_{k}": v for k, v in self._outcomes.stats.as_dict().items()},
+            }
             if self._lags:
                 lags = sorted(self._lags)
                 self.report.loop_lag_max_ms = round(lags[-1] * 1000, 2)
@@ -257,10 +267,10 @@ class DeliveryEngine:
     async def _claim_loop(self, once: bool) -> None:
         backlog_limit = max(2 * self._cfg.claim_batch, 4 * self._cfg.max_in_flight)
         while not self._stop.is_set():
-            commit_task = self._committer.task
-            if commit_task is not None and commit_task.done():
-                commit_task.result()  # re-raises the database failure that stopped it
-                return
+            for commit_task in (self._marks.task, self._outcomes.task):
+                if commit_task is not None and commit_task.done():
+                    commit_task.result()  # re-raises the database failure that stopped it
+                    return
             room = backlog_limit - len(self._tasks)
             if not self._may_send or room < min(self._cfg.claim_batch, backlog_limit // 2):
                 await self._wait(self._cfg.control_interval)
@@ -331,7 +341,7 @@ class DeliveryEngine:
         )
         if row.email is None or row.contact_id is None:
             # Erased since the audience was frozen: the commit point records the skip.
-            decision, _ = await self._committer.mark_started(StartMark(candidate, "", ""))
+            decision, _ = await self._marks.mark_started(StartMark(candidate, "", ""))
             self._count_start(decision)
             return
         now = self._clock.now()
@@ -380,7 +390,7 @@ class DeliveryEngine:
                 assert message is not None
                 mark = StartMark(candidate, message.message_id, provider)
                 try:
-                    decision, _ = await self._committer.mark_started(mark)
+                    decision, _ = await self._marks.mark_started(mark)
                 except Exception:  # the database is failing: do not send
                     return False
                 self._count_start(decision)
@@ -403,7 +413,7 @@ class DeliveryEngine:
         self, row: Claimed, later: datetime | None = None, provider: str | None = None
     ) -> None:
         self.report.released += 1
-        await self._committer.release(row.id, later, provider)
+        await self._outcomes.release(row.id, later, provider)
 
     async def _record(
         self, row: Claimed, info: CampaignInfo, provider: str, verdict: Verdict, *, started: bool
@@ -442,7 +452,7 @@ class DeliveryEngine:
             MessageState.UNKNOWN: "unknown",
         }[state]
         setattr(self.report, counter, getattr(self.report, counter) + 1)
-        await self._committer.finish(
+        await self._outcomes.finish(
             Finish(
                 row_id=row.id,
                 attempt=attempt,

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import and_, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from campaigns.delivery.alerts import AlertKind, AlertLevel, raise_alert
 from campaigns.delivery.eligibility import Candidate, Caps, send_time_skips
 from campaigns.delivery.pacing import pause_provider, record_slowdown
-from campaigns.delivery.queue import PENDING_STATES, _table, messages, release, state_in
+from campaigns.delivery.queue import release
+from campaigns.delivery.statements import Finished, SendPath, send_path
 from campaigns.delivery.throttle import Pace
-from campaigns.models import CampaignStatus, MessageState, SkipReason
-from lists.models import EventClass, EventKind, SuppressionReason
+from campaigns.models import MessageState, SkipReason
+from lists.models import SuppressionReason
 from lists.suppressions import suppress
 
 
@@ -81,14 +81,16 @@ def apply_batch(
     session: Session, worker_id: str, key: bytes, now: datetime, batch: Batch, caps: Caps
 ) -> BatchResult:
     """Write one batch; the caller commits."""
-    decisions, skipped = _start(session, worker_id, key, now, batch.starts, caps)
-    _finish(session, worker_id, key, now, batch.finishes)
+    sql = send_path(session.get_bind().dialect.name)
+    decisions, skipped = _start(session, sql, worker_id, key, now, batch.starts, caps)
+    _finish(session, sql, worker_id, key, now, batch.finishes)
     release(session, worker_id, batch.releases)
     return BatchResult(decisions, skipped)
 
 
 def _start(
     session: Session,
+    sql: SendPath,
     worker_id: str,
     key: bytes,
     now: datetime,
@@ -97,50 +99,17 @@ def _start(
 ) -> tuple[dict[int, StartDecision], dict[int, SkipReason]]:
     if not marks:
         return {}, {}
-    m = messages()
-    campaigns = _table("campaigns")
     skips = send_time_skips(session, key, now, [s.candidate for s in marks], caps)
-    mine = and_(m.c.lease_owner == worker_id, state_in(m.c.state, PENDING_STATES))
-    if skips:
-        session.execute(
-            update(m)
-            .where(m.c.id == bindparam("b_id"), mine)
-            .values(
-                state=MessageState.SKIPPED.value,
-                skip_reason=bindparam("b_reason"),
-                lease_owner=None,
-                updated_at=now,
-            ),
-            [{"b_id": i, "b_reason": r.value} for i, r in skips.items()],
-        )
-    wanted = [s.candidate.row_id for s in marks if s.candidate.row_id not in skips]
-    started: set[int] = set()
-    if wanted:
-        sending = select(campaigns.c.id).where(
-            campaigns.c.status == CampaignStatus.SENDING.value
-        )
-        ids = {s.candidate.row_id: s for s in marks if s.candidate.row_id not in skips}
-        # One statement: the mark, and the Message-ID and provider of each row by CASE.
-        started = set(
-            session.execute(
-                update(m)
-                .where(m.c.id.in_(wanted), mine, m.c.campaign_id.in_(sending))
-                .values(
-                    state=MessageState.SENDING.value,
-                    attempts=m.c.attempts + 1,
-                    first_attempt_at=func.coalesce(m.c.first_attempt_at, now),
-                    last_attempt_at=now,
-                    updated_at=now,
-                    message_id=case({i: s.message_id for i, s in ids.items()}, value=m.c.id),
-                    provider=case({i: s.provider for i, s in ids.items()}, value=m.c.id),
-                )
-                .returning(m.c.id)
-            ).scalars()
-        )
-    refused = [i for i in wanted if i not in started]
-    if refused:
-        # Campaign paused or cancelled: give the claims back (a lost lease matches nothing).
-        session.execute(update(m).where(m.c.id.in_(refused), mine).values(lease_owner=None))
+    sql.skip_rows(session, worker_id, now, [(i, r.value) for i, r in skips.items()])
+    wanted = [
+        (s.candidate.row_id, s.message_id, s.provider)
+        for s in marks
+        if s.candidate.row_id not in skips
+    ]
+    started = sql.mark_started(session, worker_id, now, wanted)
+    # Not marked: the campaign was paused or cancelled (give the claim back) or the lease was
+    # lost (then this matches nothing).
+    sql.give_back_rows(session, worker_id, [i for i, _, _ in wanted if i not in started])
     decisions = {
         s.candidate.row_id: (
             StartDecision.SKIPPED
@@ -155,87 +124,35 @@ def _start(
 
 
 def _finish(
-    session: Session, worker_id: str, key: bytes, now: datetime, finishes: Sequence[Finish]
+    session: Session,
+    sql: SendPath,
+    worker_id: str,
+    key: bytes,
+    now: datetime,
+    finishes: Sequence[Finish],
 ) -> None:
     if not finishes:
         return
-    m = messages()
-    values = {
-        "state": bindparam("b_state"),
-        "last_reply": bindparam("b_reply"),
-        "failure": bindparam("b_failure"),
-        "sent_at": bindparam("b_sent_at", type_=m.c.sent_at.type),
-        "next_attempt_at": bindparam("b_next", type_=m.c.next_attempt_at.type),
-        "provider": func.coalesce(bindparam("b_provider", type_=m.c.provider.type), m.c.provider),
-        "lease_owner": None,
-        "updated_at": now,
-    }
 
-    def params(f: Finish) -> dict[str, object]:
-        return {
-            "b_id": f.row_id,
-            "b_attempt": f.attempt,
-            "b_state": f.state.value,
-            "b_reply": f.reply[:2000],
-            "b_failure": f.failure,
-            "b_sent_at": now if f.state is MessageState.SENT else None,
-            "b_next": f.next_attempt_at,
-            "b_provider": f.provider,
-        }
+    def values(f: Finish) -> Finished:
+        return Finished(
+            row_id=f.row_id,
+            attempt=f.attempt,
+            state=f.state.value,
+            reply=f.reply[:2000],
+            failure=f.failure,
+            sent_at=now if f.state is MessageState.SENT else None,
+            next_attempt_at=f.next_attempt_at,
+            provider=f.provider,
+            contact_id=f.contact_id,
+            campaign_id=f.campaign_id,
+            marketing=f.marketing,
+        )
 
-    started = [params(f) for f in finishes if f.started]
-    if started:
-        # The attempt number pins the row: a late outcome of a reaped worker still replaces
-        # `unknown` with what really happened, never a later attempt's state.
-        session.execute(
-            update(m)
-            .where(
-                m.c.id == bindparam("b_id"),
-                m.c.attempts == bindparam("b_attempt"),
-                state_in(m.c.state, (MessageState.SENDING.value, MessageState.UNKNOWN.value)),
-            )
-            .values(**values),
-            started,
-        )
-    unstarted = [params(f) for f in finishes if not f.started]
-    if unstarted:
-        session.execute(
-            update(m)
-            .where(
-                m.c.id == bindparam("b_id"),
-                m.c.lease_owner == worker_id,
-                state_in(m.c.state, PENDING_STATES),
-                (m.c.attempts + 1) == bindparam("b_attempt"),
-            )
-            .values(
-                **values,
-                attempts=m.c.attempts + 1,
-                first_attempt_at=func.coalesce(m.c.first_attempt_at, now),
-                last_attempt_at=now,
-            ),
-            unstarted,
-        )
-    delivered = [f for f in finishes if f.state is MessageState.SENT and f.contact_id is not None]
-    if delivered:
-        session.execute(
-            insert(_table("events")),
-            [
-                {
-                    "contact_id": f.contact_id,
-                    "campaign_id": f.campaign_id,
-                    "kind": EventKind.SENT.value,
-                    "classification": EventClass.HUMAN.value,
-                    "occurred_at": now,
-                }
-                for f in delivered
-            ],
-        )
-        marketing = sorted({f.contact_id for f in delivered if f.marketing and f.contact_id})
-        if marketing:
-            contacts = _table("contacts")
-            session.execute(
-                update(contacts).where(contacts.c.id.in_(marketing)).values(last_emailed_at=now)
-            )
+    sql.finish_started(session, now, [values(f) for f in finishes if f.started])
+    sql.finish_unstarted_rows(
+        session, worker_id, now, [values(f) for f in finishes if not f.started]
+    )
     for f in finishes:
         if f.suppress and f.email:
             suppress(session, key, f.email, SuppressionReason.HARD_BOUNCE, now)

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import (
-    ColumnElement,
     Table,
     and_,
     bindparam,
@@ -32,15 +31,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
+from campaigns.delivery.statements import state_in
 from campaigns.models import MessageState, WorkerLease
 
 PENDING_STATES = (MessageState.QUEUED.value, MessageState.DEFERRED.value)
 SQLITE_SENDER_LEASE = "sqlite-sender"
-
-
-def state_in(column: ColumnElement[str], states: Iterable[str]) -> ColumnElement[bool]:
-    """``column IN (…)`` spelled with OR, which (unlike IN) works in executemany statements."""
-    return or_(*(column == s for s in states))
 
 
 def _table(name: str) -> Table:
