@@ -76,6 +76,10 @@ class Contact(SQLModel, table=True):
         Index("ix_contacts_first_order_at", "first_order_at"),
         Index("ix_contacts_created_at", "created_at"),
         Index("ix_contacts_total_spent", "total_spent_cents", "orders_count", "last_order_at"),
+        # Serves every attribute equality and `in` of a segment (compiled to JSONB `@>`) on
+        # PostgreSQL; SQLite has per-attribute indexes instead (`patron segments index`).
+        Index("ix_contacts_attributes", "attributes", postgresql_using="gin",
+              postgresql_ops={"attributes": "jsonb_path_ops"}).ddl_if(dialect="postgresql"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
