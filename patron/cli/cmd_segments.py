@@ -1,5 +1,6 @@
-"""`patron segments create|count|ls|show|delete`: saved and built-in segments (docs/segments.md
-is the rule language reference)."""
+"""`patron segments create|count|ls|show|delete|index|indexes`: saved and built-in segments, and
+the attribute indexes that make rules on attributes fast (docs/segments.md is the rule language
+reference)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ from lists.segments import (
     get_segment,
     list_segments,
     sample_segment,
+)
+from lists.segments.attribute_indexes import (
+    attribute_path,
+    attribute_text,
+    create_attribute_index,
+    drop_attribute_index,
+    list_attribute_indexes,
 )
 from patron.cli.app import JsonOption, get_ctx
 from patron.cli.output import emit, table
@@ -143,3 +151,48 @@ def delete(
     with context.session() as session:
         delete_segment(session, name)
     emit({"deleted": name}, as_json, lambda c: c.print(f"deleted segment {name!r}"))
+
+
+@segments_app.command("index")
+def index(
+    ctx: typer.Context,
+    attribute: Annotated[str, typer.Argument(
+        metavar="ATTR", help='An attribute as a rule names it after "attr.": country, '
+        'address.city, "date of birth".')],
+    drop: Annotated[bool, typer.Option("--drop", help="Drop the attribute's index.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Index an attribute so that rules testing it with = or in are fast (with --drop: remove
+    the index). On PostgreSQL one index of the schema already serves every attribute."""
+    context = get_ctx(ctx)
+    shown = attribute_text(attribute_path(attribute))
+    with context.session() as session:
+        if drop:
+            gone = drop_attribute_index(session, attribute)
+            doc: dict[str, Any] = {"attribute": shown, "index": gone.name, "dropped": True}
+            message = f"dropped index {gone.name} of {shown}"
+        else:
+            made, created = create_attribute_index(session, attribute)
+            doc = {"attribute": shown, "index": made.name, "created": created}
+            every = " (it serves every attribute)" if made.path is None else ""
+            message = (f"created index {made.name} for {shown}{every}" if created
+                       else f"{shown} is already indexed by {made.name}{every}")
+    emit(doc, as_json, lambda c: c.print(message))
+
+
+@segments_app.command("indexes")
+def indexes(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List the attribute indexes and the attributes they serve (attr.* is every attribute)."""
+    context = get_ctx(ctx)
+    with context.session() as session:
+        docs = [{"attribute": i.attribute, "index": i.name,
+                 "path": list(i.path) if i.path is not None else None}
+                for i in list_attribute_indexes(session)]
+
+    def human(c: Console) -> None:
+        if not docs:
+            c.print("no attribute indexes: `patron segments index ATTR` creates one")
+            return
+        c.print(table(None, ["attribute", "index"], [[d["attribute"], d["index"]] for d in docs]))
+
+    emit(docs, as_json, human)
