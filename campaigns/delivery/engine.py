@@ -43,9 +43,9 @@ from campaigns.delivery.journal import (
     StartMark,
     apply_batch,
 )
-from campaigns.delivery.outcomes import Action, NotStarted, Verdict, classify
+from campaigns.delivery.outcomes import Action, Verdict, classify
 from campaigns.delivery.pacing import ProviderView, load_providers
-from campaigns.delivery.protocols import AudienceFreezer, MessageFactory, OutgoingMessage, Transport
+from campaigns.delivery.protocols import AudienceFreezer, MessageFactory, Transport
 from campaigns.delivery.providers import ProviderDirectory, recipient_domain
 from campaigns.delivery.queue import (
     SQLITE_SENDER_LEASE,
@@ -63,7 +63,13 @@ from campaigns.delivery.queue import (
 from campaigns.delivery.scheduling import Window, campaign_window, next_in_window, zone
 from campaigns.delivery.statements import TRANSACTIONAL_KINDS
 from campaigns.delivery.throttle import Pace, ProviderLane, ProviderLimits, RateLimiter, warmup_cap
-from campaigns.models import Campaign, CampaignStatus, DeliveryFailure, MessageState
+from campaigns.models import (
+    Campaign,
+    CampaignStatus,
+    DeliveryFailure,
+    MessageState,
+    SkipReason,
+)
 from lists.clock import Clock
 
 T = TypeVar("T")
@@ -128,6 +134,34 @@ class _Tick:
     started: list[int]
     finished: list[int]
     alerts: list[str]
+
+
+class _CommitPoint:
+    """One message's commit point: the mark is requested when the transaction begins and
+    awaited before DATA; afterwards the engine reads what became of it."""
+
+    def __init__(self, marks: GroupCommitter, mark: StartMark) -> None:
+        self._marks = marks
+        self._mark = mark
+        self._future: asyncio.Future[tuple[StartDecision, SkipReason | None]] | None = None
+
+    def begin(self) -> None:
+        if self._future is None:
+            self._future = self._marks.mark_started(self._mark)
+
+    async def confirm(self) -> bool:
+        self.begin()
+        return await self.decision() is StartDecision.STARTED
+
+    async def decision(self) -> StartDecision | None:
+        """None if the transaction never began; REFUSED if the database failed."""
+        if self._future is None:
+            return None
+        try:
+            decision, _ = await asyncio.shield(self._future)
+        except Exception:  # the database failed: the mark is not durable, nothing was sent
+            return StartDecision.REFUSED
+        return decision
 
 
 class DeliveryEngine:
@@ -341,8 +375,8 @@ class DeliveryEngine:
         )
         if row.email is None or row.contact_id is None:
             # Erased since the audience was frozen: the commit point records the skip.
-            decision, _ = await self._marks.mark_started(StartMark(candidate, "", ""))
-            self._count_start(decision)
+            erased, _ = await self._marks.mark_started(StartMark(candidate, "", ""))
+            self._count_start(erased)
             return
         now = self._clock.now()
         tz = zone(row.timezone, self._cfg.default_timezone)
@@ -360,8 +394,6 @@ class DeliveryEngine:
             later = now + timedelta(seconds=lane.backlog_seconds())
             await self._release(row, later, provider)
             return
-        started = False
-        message: OutgoingMessage | None = None
         async with lane.slot():
             await self._global.acquire()
             now = self._clock.now()
@@ -384,24 +416,20 @@ class DeliveryEngine:
                 )
                 await self._record(row, info, provider, verdict, started=False)
                 return
-
-            async def commit_point() -> bool:
-                nonlocal started
-                assert message is not None
-                mark = StartMark(candidate, message.message_id, provider)
-                try:
-                    decision, _ = await self._marks.mark_started(mark)
-                except Exception:  # the database is failing: do not send
-                    return False
-                self._count_start(decision)
-                started = decision is StartDecision.STARTED
-                return started
-
-            outcome = await self._transport.send(message, commit_point)
-        if isinstance(outcome, NotStarted) and not started:
-            await self._release(row, None, provider)
+            point = _CommitPoint(self._marks, StartMark(candidate, message.message_id, provider))
+            outcome = await self._transport.send(message, point)
+        decision = await point.decision()
+        if decision is None:
+            # The transaction failed before it began (no connection): an unstarted attempt.
+            await self._record(row, info, provider, classify(outcome), started=False)
             return
-        await self._record(row, info, provider, classify(outcome), started=started)
+        self._count_start(decision)
+        if decision is not StartDecision.STARTED:
+            # Skipped (recorded) or refused: nothing was sent; the claim goes back.
+            if decision is StartDecision.REFUSED:
+                await self._outcomes.release(row.id, None, provider)
+            return
+        await self._record(row, info, provider, classify(outcome), started=True)
 
     def _count_start(self, decision: StartDecision) -> None:
         if decision is StartDecision.SKIPPED:

@@ -3,7 +3,6 @@ transport, an MX resolver, and the audience freezer of a campaign that starts.""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -39,17 +38,27 @@ class MessageFactory(Protocol):
     ) -> OutgoingMessage: ...
 
 
-# Called by the transport once the recipient is accepted and before the DATA command: it makes
-# the "attempt started" mark durable and answers whether the message may still go out.
-CommitPoint = Callable[[], Awaitable[bool]]
+class CommitPoint(Protocol):
+    """The exactly-once handshake between the engine and the transport for one message."""
+
+    def begin(self) -> None:
+        """The transaction is starting (before MAIL FROM): start making the "attempt started"
+        mark durable, so the commit overlaps the MAIL and RCPT round trips."""
+        ...
+
+    async def confirm(self) -> bool:
+        """Before DATA: wait until the mark is durable. False: abandon the transaction (the
+        campaign was paused, consent withdrawn, the lease lost, the database unreachable)."""
+        ...
 
 
 class Transport(Protocol):
     """Delivers one message at a time per call over pooled connections."""
 
     async def send(self, message: OutgoingMessage, commit_point: CommitPoint) -> SmtpOutcome:
-        """Run one SMTP transaction. ``commit_point`` must be awaited after RCPT succeeded and
-        before DATA; when it returns False the transaction is abandoned (NotStarted)."""
+        """Run one SMTP transaction: ``commit_point.begin()`` before MAIL FROM and, once the
+        recipient is accepted, ``await commit_point.confirm()`` before DATA; when it returns
+        False the transaction is abandoned (NotStarted) and the content never written."""
         ...
 
     async def close(self) -> None:

@@ -210,13 +210,14 @@ class SmtpTransport:
         self, conn: _Connection, message: OutgoingMessage, commit_point: CommitPoint
     ) -> tuple[SmtpOutcome, bool]:
         """Returns the outcome and whether the connection may be reused."""
+        commit_point.begin()
         try:
             conn = await self._mail(conn, message)
             rcpt = b"RCPT TO:<" + self._addr(conn, message.recipient) + b">"
             await self._command(conn, Stage.RCPT, rcpt)
         except _Failed as failed:
             return failed.outcome, await self._reset(conn, failed.outcome)
-        if not await commit_point():
+        if not await commit_point.confirm():
             return NotStarted("refused at the commit point"), await self._reset(conn, None)
         try:
             await self._command(conn, Stage.DATA, b"DATA", expect=354)

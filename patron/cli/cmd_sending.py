@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from email.utils import parseaddr
 from typing import TYPE_CHECKING, Annotated, Any
@@ -318,15 +319,23 @@ def worker_cmd(
         f"{report.skipped} skipped in {report.seconds:.1f}s"))
 
 
-async def _serve(engine: DeliveryEngine, once: bool) -> RunReport:
+async def _serve(
+    engine: DeliveryEngine, once: bool, on_signal: Callable[[int], None] | None = None
+) -> RunReport:
     # Everything alive now (modules, settings, the engine) lives as long as the worker: keep it
     # out of the collector, whose full passes over it stalled the event loop by ~80 ms.
     gc.collect()
     gc.freeze()
     loop = asyncio.get_running_loop()
+
+    def stop(signum: int) -> None:
+        engine.stop()
+        if on_signal is not None:
+            on_signal(signum)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, engine.stop)
+            loop.add_signal_handler(sig, stop, sig)
     try:
         return await engine.run(once=once)
     finally:
@@ -336,6 +345,7 @@ async def _serve(engine: DeliveryEngine, once: bool) -> RunReport:
 def _run_processes(
     context: AppContext, processes: int, once: bool, factory: str | None, as_json: bool
 ) -> None:
+    """This process is one of the workers; the others are child processes."""
     args = [sys.executable, "-m", "patron", "--db", context.settings.database_url, "worker",
             "--json"]
     if once:
@@ -344,27 +354,30 @@ def _run_processes(
         args += ["--factory", factory]
     children = [
         subprocess.Popen(args, stdout=subprocess.PIPE, env=os.environ.copy())  # noqa: S603
-        for _ in range(processes)
+        for _ in range(processes - 1)
     ]
 
-    def forward(signum: int, _frame: object) -> None:
+    def forward(signum: int) -> None:
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        outputs = [child.communicate()[0] for child in children]
+        own: dict[str, Any] = asyncio.run(
+            _serve(build_engine(context, factory), once, forward)
+        ).as_dict()
+    except BaseException:
+        forward(signal.SIGTERM)
+        raise
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    reports = []
+        outputs = [child.communicate()[0] for child in children]
+    reports: list[dict[str, Any]] = [own]
     for child, out in zip(children, outputs, strict=True):
         if child.returncode != 0:
             raise PatronError(f"a worker process exited with code {child.returncode}")
         reports.append(json.loads(out))
     total = {
-        key: sum(r[key] for r in reports)
+        key: sum(int(r[key]) for r in reports)
         for key in ("claimed", "delivered", "deferred", "bounced", "failed", "unknown",
                     "skipped", "released")
     }
