@@ -604,3 +604,13 @@ def test_errors_of_the_helper_reader_process_reach_the_caller(tmp_path):
         list(parsed_batches(path, FailingSpec(), 10, parallel=True))
     with pytest.raises(PatronError, match="reader process stopped: exit code 3"):
         list(parsed_batches(path, FailingSpec(exit_code=3), 10, parallel=True))
+
+
+def test_the_ledger_source_fits_its_column(ctx, tmp_path):
+    _list(ctx)
+    long_name = _csv(tmp_path, "email\na@shop.example\n", "x" * 200 + ".csv")
+    _import(ctx, long_name, source="s" * 400)
+    (source,) = {src for _, _, src, _ in _ledger(ctx)}
+    assert len(source) == 500 and source.startswith("s" * 400 + " (import of xxx") and source.endswith("…)")
+    with pytest.raises(InvalidInputError, match="too long"):
+        _import(ctx, long_name, source="s" * 486)

@@ -177,6 +177,15 @@ def test_customer_id_links_rows_without_email(ctx, tmp_path):
     assert (ana.customer_id, ana.orders_count, ana.total_spent_cents) == ("C-7", 2, 3000)
 
 
+def test_a_known_contact_gets_the_shops_customer_id_once(ctx, tmp_path):
+    header = "order_id,email,total,currency,ordered_at,customer_id\n"
+    _import(ctx, _csv(tmp_path, HEADER + "A1,ana@shop.example,10,EUR,2026-05-01,\n"))
+    assert _contacts(ctx)["ana@shop.example"].customer_id is None
+    _import(ctx, _csv(tmp_path, header + "A2,ana@shop.example,10,EUR,2026-05-01,C-1\n", "b.csv"))
+    _import(ctx, _csv(tmp_path, header + "A3,ana@shop.example,10,EUR,2026-05-01,C-2\n", "c.csv"))
+    assert _contacts(ctx)["ana@shop.example"].customer_id == "C-1"
+
+
 def test_an_erased_address_gets_no_contact_again_but_its_order_counts(ctx, tmp_path):
     with ctx.session() as s:
         suppress(s, ctx.key, "erased@shop.example", SuppressionReason.ERASED, NOW)

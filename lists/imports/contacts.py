@@ -184,12 +184,11 @@ def ledger_source(consent_source: str, path: Path) -> str:
     if not text:
         raise InvalidInputError("a consent source is required (where and how consent was given)")
     suffix = f" (import of {path.name})"
-    if len(text) + len(" (import of …)") > _MAX_SOURCE:
-        raise InvalidInputError(
-            f"the consent source is too long (at most {_MAX_SOURCE - 20} characters)"
-        )
+    room = _MAX_SOURCE - len(" (import of a…)")  # keep at least a hint of the file name
+    if len(text) > room:
+        raise InvalidInputError(f"the consent source is too long (at most {room} characters)")
     if len(text) + len(suffix) > _MAX_SOURCE:
-        suffix = f" (import of {path.name[: _MAX_SOURCE - len(text) - 15]}…)"
+        suffix = f" (import of {path.name[: _MAX_SOURCE - len(text) - len(' (import of …)')]}…)"
     return text + suffix
 
 

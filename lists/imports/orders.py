@@ -297,11 +297,16 @@ class _OrderWriter:
         """Contact id by email, creating the contacts not known yet. An address erased at its
         owner's request gets no contact again: its orders are kept without a person."""
         emails = sorted({o.email for o in orders if o.email is not None})
-        ids: dict[str, int | None] = {
-            email: cid
-            for cid, email in bulk.fetch_in("SELECT id, email FROM contacts WHERE email {in}",
-                                            emails)
-        }
+        customer = {o.email: o.customer_id for o in orders if o.customer_id is not None}
+        ids: dict[str, int | None] = {}
+        attach: list[tuple[str, int]] = []  # the shop's customer id, for contacts without one
+        for cid, email, customer_id in bulk.fetch_in(
+            "SELECT id, email, customer_id FROM contacts WHERE email {in}", emails
+        ):
+            ids[email] = cid
+            if customer_id is None and email in customer:
+                attach.append((customer[email], cid))
+        bulk.update("contacts", "id", ("customer_id",), ("text",), attach)
         fresh = [e for e in emails if e not in ids]
         if fresh and self.key is not None:
             digests = {address_hmac(self.key, e): e for e in fresh}
@@ -314,7 +319,6 @@ class _OrderWriter:
             fresh = [e for e in fresh if e not in ids]
         if not fresh:
             return ids
-        customer = {o.email: o.customer_id for o in orders if o.customer_id is not None}
         created = bulk.insert_new(
             "contacts", _NEW_CONTACT, _NEW_CONTACT_TYPES,
             [
