@@ -350,3 +350,21 @@ def test_wrong_password_defers_instead_of_failing(db, tmp_path):
         asyncio.run(run_until(engine, lambda: rows(db, audience.campaign_id)["a@example.com"]
                               .state == "deferred"))
         assert server.ledger == []
+
+
+def test_recipients_are_grouped_by_mx_provider_and_dns_timeouts_do_not_block(db, smtp):
+    from campaigns.delivery.mx import DnsResolver
+    from tests.servers.dns import DnsServer, Zones
+
+    zones = Zones(mx={"gmail.com": [(5, "gmail-smtp-in.l.google.com")],
+                      "googlemail.com": [(5, "gmail-smtp-in.l.google.com")]},
+                  silent={"slow.example"})
+    emails = ["a@gmail.com", "b@googlemail.com", "c@slow.example"]
+    audience = setup(db, emails)
+    with DnsServer(zones) as dns:
+        engine = build(db, smtp.port, resolver=DnsResolver([dns.address], timeout=0.3))
+        send_all(engine, db, audience.campaign_id)
+    assert smtp.received() == {e: 1 for e in emails}
+    providers = {e: m.provider for e, m in rows(db, audience.campaign_id).items()}
+    assert providers == {"a@gmail.com": "google.com", "b@googlemail.com": "google.com",
+                         "c@slow.example": "slow.example"}

@@ -346,14 +346,15 @@ def _run_processes(
     context: AppContext, processes: int, once: bool, factory: str | None, as_json: bool
 ) -> None:
     """This process is one of the workers; the others are child processes."""
-    args = [sys.executable, "-m", "patron", "--db", context.settings.database_url, "worker",
-            "--json"]
+    args = [sys.executable, "-m", "patron", "worker", "--json"]
     if once:
         args.append("--once")
     if factory:
         args += ["--factory", factory]
+    # The URL travels in the environment, not on a command line others can read.
+    env = {**os.environ, "PATRON_DATABASE_URL": context.settings.database_url}
     children = [
-        subprocess.Popen(args, stdout=subprocess.PIPE, env=os.environ.copy())  # noqa: S603
+        subprocess.Popen(args, stdout=subprocess.PIPE, env=env)  # noqa: S603
         for _ in range(processes - 1)
     ]
 
