@@ -380,6 +380,8 @@ def test_explicit_rejects_path(ctx, tmp_path):
     assert _rejects(target)[0]["email"] == "bad"
     with pytest.raises(InvalidInputError, match="cannot be the input"):
         _import(ctx, tmp_path / "contacts.csv", rejects_path=tmp_path / "contacts.csv")
+    with pytest.raises(NotFoundError, match="no such directory"):
+        _import(ctx, tmp_path / "contacts.csv", rejects_path=tmp_path / "nowhere" / "r.csv")
 
 
 # Idempotence, crash safety, the run record ----------------------------------------------------

@@ -160,9 +160,11 @@ class Bulk:
             missing = [r[at] for r in rows if r[at] not in ids]
             ids.update(self.fetch_in(lookup, missing))
             return ids
-        (before,) = self.execute(f"SELECT coalesce(max(id), 0) FROM {table}")[0]  # noqa: S608
+        top = f"SELECT coalesce(max(id), 0) FROM {table}"  # noqa: S608
+        newest = f"SELECT count(*), max(id) FROM {table} WHERE id > ?"  # noqa: S608
+        ((before,),) = self.execute(top)
         self.insert(table, columns, pg_types, rows)
-        check = self.execute(f"SELECT count(*), max(id) FROM {table} WHERE id > ?", (before,))  # noqa: S608
+        check = self.execute(newest, (before,))
         if check[0] == (len(rows), before + len(rows)):
             return {r[at]: before + 1 + i for i, r in enumerate(rows)}
         return dict(self.fetch_in(lookup, [r[at] for r in rows]))

@@ -193,6 +193,9 @@ class RejectsWriter:
 
 
 def check_rejects_path(input_path: Path, rejects_path: Path) -> None:
-    """Refuse to write the rejects over the file being imported."""
+    """Refuse, before any row is read, a rejects file that could not be written or that would
+    overwrite the file being imported."""
     if rejects_path.resolve() == input_path.resolve():
         raise InvalidInputError(f"the rejects file cannot be the input file ({input_path})")
+    if not rejects_path.parent.is_dir():
+        raise NotFoundError(f"no such directory for the rejects file: {rejects_path.parent}")
