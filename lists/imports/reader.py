@@ -13,6 +13,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,35 +75,40 @@ def parsed_batches(
         return
     # A fresh interpreter, not multiprocessing: fork is unsafe beside threads (the TUI has
     # some) and spawn re-runs the caller's main script, which a library must not do.
-    child = subprocess.Popen(
-        [sys.executable, "-c", "from lists.imports.reader import serve; serve()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
-    )
-    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
-    try:
-        child.stdin.write(pickle.dumps((path, spec, batch_size), protocol=pickle.HIGHEST_PROTOCOL))
-        child.stdin.close()
-        while True:
-            message = _receive(child.stdout)
-            if message is None:
-                tail = child.stderr.read()[-500:].decode(errors="replace").strip()
-                last = tail.splitlines()[-1] if tail else f"exit code {child.wait()}"
-                raise PatronError(f"the import's reader process stopped: {last}")
-            if message[0] == "batch":
-                accepted, rejects, done = message[1]
-                row_type: Any = spec.row_type
-                yield ParsedBatch([tuple.__new__(row_type, t) for t in accepted], rejects, done)
-            elif message[0] == "done":
-                return
-            else:
-                raise message[1]
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
-        for stream in (child.stdout, child.stderr):
-            stream.close()
+    # A file for the child's stderr, not a pipe: a chatty child cannot block on it.
+    with tempfile.TemporaryFile() as child_stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "from lists.imports.reader import serve; serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=child_stderr,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        )
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            job = (path, spec, batch_size)
+            child.stdin.write(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+            child.stdin.close()
+            while True:
+                message = _receive(child.stdout)
+                if message is None:
+                    code = child.wait()
+                    child_stderr.seek(0)
+                    tail = child_stderr.read()[-2000:].decode(errors="replace").strip()
+                    last = tail.splitlines()[-1] if tail else f"exit code {code}"
+                    raise PatronError(f"the import's reader process stopped: {last}")
+                if message[0] == "batch":
+                    accepted, rejects, done = message[1]
+                    row_type: Any = spec.row_type
+                    rows = [tuple.__new__(row_type, t) for t in accepted]
+                    yield ParsedBatch(rows, rejects, done)
+                elif message[0] == "done":
+                    return
+                else:
+                    raise message[1]
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+            child.stdout.close()
 
 
 def _receive(stream: IO[bytes]) -> Any:
