@@ -261,6 +261,19 @@ async def _idle(engine):
     await engine.close_transport()
 
 
+async def _until_then_idle(engine, server, count):
+    """Run until the server holds ``count`` messages, then half a second more."""
+    task = asyncio.create_task(engine.run())
+    for _ in range(400):
+        if len(server.ledger) >= count:
+            break
+        await asyncio.sleep(0.025)
+    await asyncio.sleep(0.5)
+    engine.stop()
+    await task
+    await engine.close_transport()
+
+
 def test_cancel_sends_nothing_more(db):
     audience = setup(db, [f"k{i}@example.com" for i in range(40)])
     with FaultySmtpServer(Faults(reply_delay=0.01)) as server:
@@ -306,9 +319,9 @@ def test_warmup_and_hourly_caps_limit_the_volume(db, smtp):
     audience = setup(db, [f"w{i}@example.com" for i in range(12)])
     today = now().date()
     config = fast(warmup_domains={"shop.example": today}, warmup_ramp=(5, 50))
-    asyncio.run(_idle(build(db, smtp.port, config=config)))
+    asyncio.run(_until_then_idle(build(db, smtp.port, config=config), smtp, 5))
     assert len(smtp.ledger) == 5
-    asyncio.run(_idle(build(db, smtp.port, config=fast(rate_per_hour=8))))
+    asyncio.run(_until_then_idle(build(db, smtp.port, config=fast(rate_per_hour=8)), smtp, 8))
     assert len(smtp.ledger) == 8
     assert stats(db, audience.campaign_id).queued == 4
 
