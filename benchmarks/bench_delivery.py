@@ -255,7 +255,7 @@ def send(url: str, port: int, processes: int, connections: int) -> dict[str, Any
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
-        pids = _children(proc.pid) if processes > 1 else [proc.pid]
+        pids = [proc.pid, *_children(proc.pid)]  # this process is a worker too
         peak = max([peak, *(_rss_kib(p) for p in pids)])
         time.sleep(0.5)
     out, _ = proc.communicate()

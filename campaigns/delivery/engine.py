@@ -71,6 +71,7 @@ from campaigns.models import (
     SkipReason,
 )
 from lists.clock import Clock
+from lists.errors import PatronError
 
 T = TypeVar("T")
 
@@ -131,7 +132,6 @@ class _Tick:
     workers: int
     budget: int | None
     due_scheduled: bool
-    started: list[int]
     finished: list[int]
     alerts: list[str]
 
@@ -219,7 +219,9 @@ class DeliveryEngine:
         self._space = asyncio.Event()
         self._stop = asyncio.Event()
         self._rr = 0
-        self._last_rate_check = 0.0
+        self._next_rate_check = 0.0
+        self._starting: asyncio.Task[None] | None = None
+        self._next_start = 0.0
         self._lags: list[float] = []
         self._failure: BaseException | None = None
         self.report = RunReport(self.identity.worker_id)
@@ -269,6 +271,8 @@ class DeliveryEngine:
             await self._claim_loop(once)
         finally:
             self._stop.set()
+            if self._starting is not None:
+                await asyncio.gather(self._starting, return_exceptions=True)
             if self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
             await self._marks.close()
@@ -322,7 +326,9 @@ class DeliveryEngine:
                     self._tasks.add(task)
                     task.add_done_callback(self._task_done)
                 continue
-            if once and not self._due_scheduled:
+            if once and self._starting is None and (
+                not self._due_scheduled or time.monotonic() < self._next_start
+            ):
                 if not self._tasks:
                     return
                 await asyncio.wait(list(self._tasks), return_when=asyncio.FIRST_COMPLETED)
@@ -554,10 +560,23 @@ class DeliveryEngine:
 
     async def _control_tick(self) -> None:
         now = self._clock.now()
-        check_rates_now = time.monotonic() - self._last_rate_check >= self._cfg.rate_check_interval
-        if check_rates_now:
-            self._last_rate_check = time.monotonic()
+        check_rates_now = time.monotonic() >= self._next_rate_check
+        began = time.monotonic()
         tick = await self._db(lambda s: self._tick(s, now, check_rates_now))
+        if check_rates_now:
+            # The rate check scans the campaign's send log: on a big campaign, space the
+            # checks so they never take more than ~5 % of the database thread.
+            spent = time.monotonic() - began
+            self._next_rate_check = began + max(self._cfg.rate_check_interval, 20 * spent)
+        if (
+            tick.due_scheduled
+            and tick.may_send
+            and self._starting is None
+            and time.monotonic() >= self._next_start
+        ):
+            # Freezing a big audience takes a while: never inside the control tick, whose
+            # heartbeat keeps this worker's claims alive.
+            self._starting = asyncio.get_running_loop().create_task(self._start_due(now))
         if not tick.registered:
             # Reaped while alive (a long stall): our claims were taken over. Carry on under a
             # new identity; marks made under the old one fail their lease check.
@@ -570,7 +589,6 @@ class DeliveryEngine:
         self._campaigns = tick.campaigns
         self._due_scheduled = tick.due_scheduled
         self._budget = tick.budget
-        self.report.started_campaigns += tick.started
         self.report.finished_campaigns += tick.finished
         self.report.alerts += tick.alerts
         if tick.workers != self._workers:
@@ -594,6 +612,23 @@ class DeliveryEngine:
             self._apply_pace(provider)
         self._space.set()
 
+    async def _start_due(self, now: datetime) -> None:
+        freezer = self._freezer
+        assert freezer is not None
+        try:
+            started = await self._db(
+                lambda s: start_due(s, now, freezer, self._cfg.default_timezone)
+            )
+            self.report.started_campaigns += started
+        except PatronError as exc:
+            # A campaign that cannot start (its discount pool is too small …) stays scheduled
+            # and is tried again in a minute; the reason is in the report.
+            self.report.alerts.append(f"a scheduled campaign could not start: {exc}")
+            self._next_start = time.monotonic() + 60.0
+        finally:
+            self._starting = None
+        self._space.set()
+
     def _tick(self, session: Session, now: datetime, with_rates: bool) -> _Tick:
         ident = self.identity
         cfg = self._cfg
@@ -609,9 +644,6 @@ class DeliveryEngine:
             may_send = registered and acquire_lease(
                 session, SQLITE_SENDER_LEASE, ident.worker_id, now, ttl
             )
-        started: list[int] = []
-        if may_send and self._freezer is not None:
-            started = start_due(session, now, self._freezer, cfg.default_timezone)
         finished = finish_done(session, now) if may_send else []
         rows = session.execute(
             select(Campaign).where(
@@ -641,7 +673,6 @@ class DeliveryEngine:
             workers=workers,
             budget=self._claim_budget(session, now, workers),
             due_scheduled=due_scheduled,
-            started=started,
             finished=finished,
             alerts=alerts,
         )

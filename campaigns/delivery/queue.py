@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
 from campaigns.delivery.statements import state_in
-from campaigns.models import MessageState, WorkerLease
+from campaigns.models import MessageState
 
 PENDING_STATES = (MessageState.QUEUED.value, MessageState.DEFERRED.value)
 SQLITE_SENDER_LEASE = "sqlite-sender"
@@ -189,24 +189,30 @@ def deregister(session: Session, worker_id: str, now: datetime, *, resend_unknow
 def acquire_lease(
     session: Session, name: str, owner: str, now: datetime, ttl: timedelta
 ) -> bool:
-    """Take or renew the exclusive lease ``name``: free, expired, or its holder unregistered."""
-    row = session.get(WorkerLease, name, with_for_update=True)
-    if row is None:
-        try:
-            with session.begin_nested():
-                session.add(WorkerLease(name=name, owner=owner, expires_at=now + ttl))
-            return True
-        except IntegrityError:
-            return False
-    holder_alive = row.owner is not None and session.execute(
-        select(workers().c.id).where(workers().c.id == row.owner)
-    ).first() is not None
-    if row.owner != owner and holder_alive and row.expires_at is not None and row.expires_at > now:
+    """Take or renew the exclusive lease ``name``: free, expired, or its holder unregistered.
+    One conditional UPDATE, so two workers can never both win it."""
+    leases, w = _table("worker_leases"), workers()
+    takeable = or_(
+        leases.c.owner.is_(None),
+        leases.c.owner == owner,
+        leases.c.expires_at < now,
+        leases.c.owner.not_in(select(w.c.id)),
+    )
+    taken = session.execute(
+        update(leases)
+        .where(leases.c.name == name, takeable)
+        .values(owner=owner, expires_at=now + ttl)
+    )
+    if getattr(taken, "rowcount", 0):
+        return True
+    if session.execute(select(leases.c.name).where(leases.c.name == name)).first() is not None:
         return False
-    row.owner = owner
-    row.expires_at = now + ttl
-    session.flush()
-    return True
+    try:
+        with session.begin_nested():
+            session.execute(insert(leases).values(name=name, owner=owner, expires_at=now + ttl))
+        return True
+    except IntegrityError:
+        return False
 
 
 def claim(
