@@ -381,3 +381,55 @@ def test_recipients_are_grouped_by_mx_provider_and_dns_timeouts_do_not_block(db,
     providers = {e: m.provider for e, m in rows(db, audience.campaign_id).items()}
     assert providers == {"a@gmail.com": "google.com", "b@googlemail.com": "google.com",
                          "c@slow.example": "slow.example"}
+
+
+def test_database_connections_cut_mid_campaign(db, db_url, backend):
+    """A database restart, as the worker sees it: every connection dropped, twice."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has no server to restart")
+    from sqlalchemy import create_engine, text
+
+    emails = [f"d{i}@example.com" for i in range(120)]
+    audience = setup(db, emails)
+    admin = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"),
+                          isolation_level="AUTOCOMMIT")
+
+    def cut() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ))
+
+    with FaultySmtpServer(Faults(reply_delay=0.004)) as server:
+        async def scenario():
+            engine = build(db, server.port, config=fast(per_domain_concurrency=4))
+            task = asyncio.create_task(engine.run())
+            for threshold in (20, 60):
+                while len(server.ledger) < threshold:
+                    await asyncio.sleep(0.005)
+                for _ in range(8):  # some cuts land inside transactions
+                    await asyncio.get_running_loop().run_in_executor(None, cut)
+                    await asyncio.sleep(0.01)
+            while True:
+                done = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: stats(db, audience.campaign_id))
+                if done.queued + done.deferred + done.sending == 0:
+                    break
+                await asyncio.sleep(0.1)
+            engine.stop()
+            report = await task
+            await engine.close_transport()
+            return report
+
+        report = asyncio.run(scenario())
+        received = server.received()
+    admin.dispose()
+    assert report.commits["marks_failures"] + report.commits["outcomes_failures"] > 0
+    by_email = rows(db, audience.campaign_id)
+    for email in emails:
+        if by_email[email].state == "unknown":
+            assert received[email] <= 1
+        else:
+            assert by_email[email].state == "sent" and received[email] == 1
+    assert sum(m.state == "unknown" for m in by_email.values()) <= 8

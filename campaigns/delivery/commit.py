@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from campaigns.delivery.journal import Batch, BatchResult, Finish, StartDecision, StartMark
 from campaigns.models import SkipReason
@@ -106,6 +107,19 @@ class GroupCommitter:
             await self._task
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except BaseException as exc:
+            # Stopping for good: nobody may wait forever for a write that will not happen.
+            error = exc if isinstance(exc, Exception) else RuntimeError("stopped")
+            futures: list[asyncio.Future[Any]] = [f for _, f in self._starts]
+            futures += [f for _, f in self._finishes] + [f for _, f in self._releases]
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)
+            raise
+
+    async def _loop(self) -> None:
         failing_since: float | None = None
         backoff = 0.05
         while True:

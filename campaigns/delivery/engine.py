@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -74,6 +75,10 @@ from lists.clock import Clock
 from lists.errors import PatronError
 
 T = TypeVar("T")
+
+# Seconds without a working database after which a worker gives up (its rows are then
+# settled by the reaper of another worker, or by itself when it starts again).
+DATABASE_PATIENCE = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +229,7 @@ class DeliveryEngine:
         self._next_start = 0.0
         self._lags: list[float] = []
         self._failure: BaseException | None = None
+        self._db_failing_since: float | None = None
         self.report = RunReport(self.identity.worker_id)
 
     # -- database -------------------------------------------------------------------------
@@ -316,7 +322,13 @@ class DeliveryEngine:
             limit = min(room, self._cfg.claim_batch)
             if self._budget is not None:
                 limit = min(limit, self._budget)
-            claimed = await self._claim(limit) if limit > 0 and self._campaigns else []
+            try:
+                claimed = await self._claim(limit) if limit > 0 and self._campaigns else []
+            except DBAPIError as exc:
+                self._database_trouble(exc)
+                await self._wait(1.0)
+                continue
+            self._database_ok()
             if claimed:
                 self.report.claimed += len(claimed)
                 if self._budget is not None:
@@ -556,7 +568,24 @@ class DeliveryEngine:
     async def _control_loop(self) -> None:
         while not self._stop.is_set():
             await asyncio.sleep(self._cfg.control_interval)
-            await self._control_tick()
+            try:
+                await self._control_tick()
+            except DBAPIError as exc:
+                self._database_trouble(exc)
+                continue
+            self._database_ok()
+
+    def _database_trouble(self, exc: DBAPIError) -> None:
+        """A failed claim or control tick (a database restart, a lost connection) is retried;
+        after DATABASE_PATIENCE seconds without a database the worker stops."""
+        now = time.monotonic()
+        self._db_failing_since = self._db_failing_since or now
+        if now - self._db_failing_since > DATABASE_PATIENCE:
+            self._failure = self._failure or exc
+            self.stop()
+
+    def _database_ok(self) -> None:
+        self._db_failing_since = None
 
     async def _control_tick(self) -> None:
         now = self._clock.now()
