@@ -248,8 +248,11 @@ def _timings(session: Session, param: Any) -> dict[str, Any]:
     conn = session.connection()
     hand_ms, hand = _median_ms(
         lambda: conn.exec_driver_sql(HANDWRITTEN[backend], (param,)).scalar_one())
+    explain = "EXPLAIN QUERY PLAN " if backend == "sqlite" else "EXPLAIN "
+    hand_plan = [str(row[-1]) for row in conn.exec_driver_sql(explain + HANDWRITTEN[backend],
+                                                               (param,))]
     return {"count_ms": count_ms, "handwritten_sql_ms": hand_ms, "plan": _plan(session),
-            "counted": (count, hand)}
+            "handwritten_plan": hand_plan, "counted": (count, hand)}
 
 
 def _load_average() -> float:
@@ -292,6 +295,7 @@ def _measure(engine: Engine, shop: Shop) -> dict[str, Any]:
         "attribute_index": index.name,
         "attribute_index_seconds": index_seconds,
         "plan": indexed["plan"],
+        "handwritten_plan": indexed["handwritten_plan"],
         "plan_without_attribute_index": without["plan"],
         "load_average_1min": [load_before, load_after],
     }
