@@ -188,3 +188,42 @@ def test_sqlite_lets_one_worker_send_at_a_time(db, backend):
         deregister(s, "first", now, resend_unknown=False)
     with Session(db) as s, s.begin():
         assert acquire_lease(s, SQLITE_SENDER_LEASE, "second", now, ttl)
+
+
+def test_complaint_rates_warn_pause_a_provider_then_the_campaign(db):
+    from campaigns.delivery.controls import RateLimits, check_rates
+    from campaigns.models import Alert, ProviderState
+    from lists.models import Event
+
+    emails = [f"q{i}@example.com" for i in range(350)] + [f"o{i}@other.example" for i in range(50)]
+    audience = _audience(db, emails)
+    now = datetime.now(UTC)
+    limits = RateLimits(min_messages=50)
+    with Session(db) as s, s.begin():
+        controls.send_now(s, audience.campaign_id, now, freeze(KEY))
+        table = Message.__table__
+        s.execute(table.update().values(state="sent", provider="example.com"))
+        other = [i for i, e in audience.emails.items() if e.endswith("@other.example")]
+        s.execute(table.update().where(table.c.contact_id.in_(other))
+                  .values(provider="other.example"))
+
+    def complain(email):
+        with Session(db) as s, s.begin():
+            s.add(Event(contact_id=audience.ids[email], campaign_id=audience.campaign_id,
+                        kind="complaint", occurred_at=now))
+
+    def check():
+        with Session(db) as s, s.begin():
+            return check_rates(s, audience.campaign_id, now, limits)
+
+    complain("o1@other.example")  # 1/400 overall (warn), 1/50 at other.example (pause it)
+    done = check()
+    assert any("complaint rate 0.25%" in line for line in done)
+    assert any("sending to other.example paused" in line for line in done)
+    complain("q1@example.com")  # 2/400 = 0.5 %: the campaign pauses
+    assert any("paused: complaint rate 0.50%" in line for line in check())
+    with Session(db) as s:
+        kinds = sorted(a.kind for a in s.execute(select(Alert)).scalars())
+        assert kinds == ["complaint_rate", "complaint_warning", "provider_paused"]
+        assert s.get(ProviderState, "other.example").paused_until > now
+        assert s.get(Campaign, audience.campaign_id).status == "paused"

@@ -350,6 +350,20 @@ def test_starttls_auth_and_several_relays(db, tmp_path):
         assert one.received() and two.received()
 
 
+def test_implicit_tls(db, tmp_path):
+    from tests.servers.harness import smtp_config
+    from tests.servers.smtp import self_signed_certificate
+
+    cert = self_signed_certificate(tmp_path)
+    audience = setup(db, ["i@example.com"])
+    with FaultySmtpServer(tls_cert=cert, implicit_tls=True,
+                          require_auth=("patron", "s3cret")) as server:
+        config = smtp_config(server.port, tls="implicit", username="patron", password="s3cret",
+                             ca_file=cert[0])
+        send_all(build(db, server.port, smtp=config), db, audience.campaign_id)
+        assert server.received() == {"i@example.com": 1}
+
+
 def test_wrong_password_defers_instead_of_failing(db, tmp_path):
     from tests.servers.harness import smtp_config
     from tests.servers.smtp import self_signed_certificate

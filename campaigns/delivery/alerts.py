@@ -20,7 +20,7 @@ class AlertLevel(StrEnum):
 
 class AlertKind(StrEnum):
     POLICY_BLOCK = "policy_block"
-    PROVIDER_BOUNCES = "provider_bounces"
+    PROVIDER_PAUSED = "provider_paused"
     COMPLAINT_RATE = "complaint_rate"
     COMPLAINT_WARNING = "complaint_warning"
     BOUNCE_RATE = "bounce_rate"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -130,8 +130,8 @@ def check_rates(
     session: Session, campaign_id: int, now: datetime, limits: RateLimits
 ) -> list[str]:
     """D9: warn at the complaint warning rate; pause the campaign at the complaint pause rate or
-    above the hard-bounce rate; pause a provider's stream whose own hard-bounce rate is too high.
-    Returns what was done, one line each."""
+    above the hard-bounce rate; pause a provider's stream whose own complaint or hard-bounce
+    rate is too high. Returns what was done, one line each."""
     done: list[str] = []
     rows = session.execute(
         select(col(Message.provider), col(Message.state), col(Message.failure), func.count())
@@ -150,11 +150,26 @@ def check_rates(
         if state == MessageState.BOUNCED.value and failure == DeliveryFailure.HARD_BOUNCE.value:
             hard_by[key] = hard_by.get(key, 0) + n
     hard = sum(hard_by.values())
-    complaints = session.execute(
-        select(func.count(func.distinct(col(Event.contact_id)))).where(
-            col(Event.campaign_id) == campaign_id, col(Event.kind) == EventKind.COMPLAINT.value
+    complaints_by: dict[str, int] = {
+        provider or "?": int(n)
+        for provider, n in session.execute(
+            select(col(Message.provider), func.count(func.distinct(col(Event.contact_id))))
+            .select_from(Event)
+            .join(
+                Message,
+                and_(
+                    col(Message.campaign_id) == col(Event.campaign_id),
+                    col(Message.contact_id) == col(Event.contact_id),
+                ),
+            )
+            .where(
+                col(Event.campaign_id) == campaign_id,
+                col(Event.kind) == EventKind.COMPLAINT.value,
+            )
+            .group_by(col(Message.provider))
         )
-    ).scalar_one()
+    }
+    complaints = sum(complaints_by.values())
     campaign = get_campaign(session, campaign_id, lock=True)
     if C(campaign.status) is not C.SENDING:
         return done
@@ -190,14 +205,19 @@ def check_rates(
                     campaign_id=campaign_id)
         return [*done, message]
     for provider, total in total_by.items():
-        bad = hard_by.get(provider, 0)
-        too_few = total < limits.min_messages
-        if provider == "?" or too_few or bad / total <= limits.hard_bounce_pause:
+        if provider == "?" or total < limits.min_messages:
             continue
-        reason = f"hard-bounce rate {bad / total:.2%} in campaign {campaign_id}"
+        bad = hard_by.get(provider, 0)
+        complained = complaints_by.get(provider, 0)
+        if bad / total > limits.hard_bounce_pause:
+            reason = f"hard-bounce rate {bad / total:.2%} in campaign {campaign_id}"
+        elif complained / total >= limits.complaint_pause:
+            reason = f"complaint rate {complained / total:.2%} in campaign {campaign_id}"
+        else:
+            continue
         if pause_provider(session, provider, now + limits.provider_pause, reason, now):
             message = f"sending to {provider} paused: {reason}"
-            raise_alert(session, now, AlertLevel.CRITICAL, AlertKind.PROVIDER_BOUNCES, message,
+            raise_alert(session, now, AlertLevel.CRITICAL, AlertKind.PROVIDER_PAUSED, message,
                         campaign_id=campaign_id, provider=provider)
             done.append(message)
     return done

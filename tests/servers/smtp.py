@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import ssl
 import threading
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
@@ -99,9 +100,11 @@ class FaultySmtpServer:
         *,
         tls_cert: tuple[Path, Path] | None = None,
         require_auth: tuple[str, str] | None = None,
+        implicit_tls: bool = False,
     ) -> None:
         self.faults = faults or Faults()
         self.tls_cert = tls_cert
+        self.implicit_tls = implicit_tls
         self.require_auth = require_auth
         self.lock = threading.Lock()
         self.ledger: list[Received] = []
@@ -132,10 +135,8 @@ class FaultySmtpServer:
     def _factory(self) -> SMTP:
         self.connections += 1
         kwargs: dict[str, object] = {"hostname": "mx.test", "enable_SMTPUTF8": True}
-        if self.tls_cert is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(str(self.tls_cert[0]), str(self.tls_cert[1]))
-            kwargs.update(tls_context=context, require_starttls=True)
+        if self.tls_cert is not None and not self.implicit_tls:
+            kwargs.update(tls_context=self._tls_context(), require_starttls=True)
         if self.require_auth is not None:
             user, password = self.require_auth
 
@@ -146,8 +147,17 @@ class FaultySmtpServer:
                 return AuthResult(success=ok)
 
             kwargs.update(authenticator=check, auth_required=True,
-                          auth_require_tls=self.tls_cert is not None)
-        return SMTP(_Handler(self), **kwargs)
+                          auth_require_tls=self.tls_cert is not None and not self.implicit_tls)
+        with warnings.catch_warnings():
+            # aiosmtpd cannot see implicit TLS and warns about AUTH without STARTTLS.
+            warnings.simplefilter("ignore", UserWarning)
+            return SMTP(_Handler(self), **kwargs)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        assert self.tls_cert is not None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self.tls_cert[0]), str(self.tls_cert[1]))
+        return context
 
     def start(self) -> FaultySmtpServer:
         ready = threading.Event()
@@ -156,8 +166,9 @@ class FaultySmtpServer:
             loop = asyncio.new_event_loop()
             self._loop = loop
             asyncio.set_event_loop(loop)
+            context = self._tls_context() if self.implicit_tls else None
             self._server = loop.run_until_complete(
-                loop.create_server(self._factory, "127.0.0.1", 0)
+                loop.create_server(self._factory, "127.0.0.1", 0, ssl=context)
             )
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
