@@ -447,3 +447,25 @@ def test_database_connections_cut_mid_campaign(db, db_url, backend):
         else:
             assert by_email[email].state == "sent" and received[email] == 1
     assert sum(m.state == "unknown" for m in by_email.values()) <= 8
+
+
+def test_stopping_lets_transactions_finish_and_gives_waiting_claims_back(db, smtp):
+    import time as clock
+
+    audience = setup(db, [f"s{i}@example.com" for i in range(20)])
+
+    async def scenario():
+        engine = build(db, smtp.port, config=fast(rate=4.0))
+        task = asyncio.create_task(engine.run())
+        await asyncio.sleep(1.0)
+        began = clock.monotonic()
+        engine.stop()
+        await task
+        await engine.close_transport()
+        return clock.monotonic() - began
+
+    assert asyncio.run(scenario()) < 1.0  # waiting for the pace does not delay the stop
+    got = stats(db, audience.campaign_id)
+    assert 1 <= got.sent < 20 and got.sent == len(smtp.ledger)
+    assert got.queued == 20 - got.sent and got.sending == 0
+    assert all(m.lease_owner is None for m in rows(db, audience.campaign_id).values())

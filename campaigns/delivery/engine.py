@@ -61,7 +61,7 @@ from campaigns.delivery.queue import (
     reap,
     register_worker,
 )
-from campaigns.delivery.scheduling import Window, campaign_window, next_in_window, zone
+from campaigns.delivery.scheduling import Window, next_in_window, parse_window, zone
 from campaigns.delivery.statements import TRANSACTIONAL_KINDS
 from campaigns.delivery.throttle import Pace, ProviderLane, ProviderLimits, RateLimiter, warmup_cap
 from campaigns.models import (
@@ -221,6 +221,7 @@ class DeliveryEngine:
         self._may_send = not self._sqlite
         self._due_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_transaction: set[asyncio.Task[None]] = set()
         self._space = asyncio.Event()
         self._stop = asyncio.Event()
         self._rr = 0
@@ -255,9 +256,12 @@ class DeliveryEngine:
         await self._transport.close()
 
     def stop(self) -> None:
-        """Ask the run to end: no new claims; messages in flight finish and are recorded."""
+        """Ask the run to end: no new claims; messages in an SMTP transaction finish and are
+        recorded; the others (waiting for their pace) stop at once and their claims go back."""
         self._stop.set()
         self._space.set()
+        for task in self._tasks - self._in_transaction:
+            task.cancel()
 
     async def run(self, *, once: bool = False) -> RunReport:
         began = time.perf_counter()
@@ -349,6 +353,7 @@ class DeliveryEngine:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._in_transaction.discard(task)
         self._space.set()
         if not task.cancelled() and task.exception() is not None:
             # A bug, not a delivery outcome: stop this worker rather than loop on it. Its row
@@ -435,6 +440,10 @@ class DeliveryEngine:
                 await self._record(row, info, provider, verdict, started=False)
                 return
             point = _CommitPoint(self._marks, StartMark(candidate, message.message_id, provider))
+            current = asyncio.current_task()
+            assert current is not None
+            # From here on a stop lets the message finish and its outcome be recorded.
+            self._in_transaction.add(current)
             outcome = await self._transport.send(message, point)
         decision = await point.decision()
         if decision is None:
@@ -675,19 +684,23 @@ class DeliveryEngine:
             )
         finished = finish_done(session, now) if may_send else []
         rows = session.execute(
-            select(Campaign).where(
+            select(
+                col(Campaign.id), col(Campaign.status), col(Campaign.kind),
+                col(Campaign.scheduled_at), col(Campaign.window_start), col(Campaign.window_end),
+            ).where(
                 col(Campaign.status).in_(
                     (CampaignStatus.SENDING.value, CampaignStatus.SCHEDULED.value)
                 )
             )
-        ).scalars()
+        )
         campaigns: dict[int, CampaignInfo] = {}
         due_scheduled = False
-        for c in rows:
-            assert c.id is not None
-            if c.status == CampaignStatus.SENDING.value:
-                campaigns[c.id] = CampaignInfo(c.id, c.kind, campaign_window(c))
-            elif c.scheduled_at is not None and c.scheduled_at <= now and self._freezer:
+        for campaign_id, status, kind, scheduled_at, window_start, window_end in rows:
+            assert campaign_id is not None
+            if status == CampaignStatus.SENDING.value:
+                window = parse_window(f"{window_start}-{window_end}") if window_start else None
+                campaigns[campaign_id] = CampaignInfo(campaign_id, kind, window)
+            elif scheduled_at is not None and scheduled_at <= now and self._freezer:
                 due_scheduled = True
         alerts: list[str] = []
         if with_rates and may_send:
