@@ -141,6 +141,21 @@ class _Tick:
     alerts: list[str]
 
 
+_CUSTOM_PLANS = "patron_custom_plans"
+
+
+def _plan_each_statement(session: Session) -> None:
+    """Plan the send path's statements with their actual values on this connection.
+
+    psycopg prepares a statement after a few runs and PostgreSQL may then keep a generic plan;
+    for "these 50 ids, if still under my lease" the generic plan scanned the campaign's whole
+    queue through the claim index (120 ms on a million rows instead of 0.3 ms)."""
+    connection = session.connection()
+    if not connection.info.get(_CUSTOM_PLANS):
+        connection.exec_driver_sql("SET plan_cache_mode = force_custom_plan")
+        connection.info[_CUSTOM_PLANS] = True
+
+
 class _CommitPoint:
     """One message's commit point: the mark is requested when the transaction begins and
     awaited before DATA; afterwards the engine reads what became of it."""
@@ -238,7 +253,15 @@ class DeliveryEngine:
     async def _db(self, work: Callable[[Session], T]) -> T:
         def run() -> T:
             with Session(self._engine, expire_on_commit=False) as session, session.begin():
-                return work(session)
+                if self._sqlite:
+                    return work(session)
+                info = session.connection().info
+                _plan_each_statement(session)
+                try:
+                    return work(session)
+                except BaseException:
+                    info.pop(_CUSTOM_PLANS, None)  # the rollback undoes the SET too
+                    raise
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
