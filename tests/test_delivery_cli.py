@@ -227,3 +227,31 @@ def test_complaint_rates_warn_pause_a_provider_then_the_campaign(db):
         assert kinds == ["complaint_rate", "complaint_warning", "provider_paused"]
         assert s.get(ProviderState, "other.example").paused_until > now
         assert s.get(Campaign, audience.campaign_id).status == "paused"
+
+
+def test_the_worker_sends_real_pipeline_messages_by_default(cli, db, smtp, tmp_path):
+    """No --factory: the worker renders, assembles and signs with the campaign pipeline."""
+    now = datetime.now(UTC)
+    with Session(db) as s, s.begin():
+        from lists.models import MailingList
+
+        s.add(MailingList(name="news", double_opt_in=False, created_at=now))
+        s.flush()
+        lst = s.execute(select(MailingList)).scalar_one()
+        add_contacts(s, lst.id, ["ann@example.com", "bob@example.com"], now)
+    made = cli("campaigns", "create", "--name", "June", "--kind", "newsletter", "--template",
+               "newsletter", "--subject", "News for {{ contact.first_name or 'you' }}",
+               "--list", "news", "--content", "headline=Summer is here",
+               "--content", "body=New arrivals.", "--json")
+    assert made.code == 0, made.err
+    cid = str(json.loads(made.out)["id"])
+    assert cli("campaigns", "send", cid).code == 0
+    done = cli("worker", "--once", "--json")
+    assert done.code == 0, done.err
+    assert json.loads(done.out)["delivered"] == 2
+    assert sorted(smtp.received()) == ["ann@example.com", "bob@example.com"]
+    message = smtp.ledger[0].data
+    assert b"List-Unsubscribe:" in message and b"Message-ID:" in message
+    with Session(db) as s:
+        stored = {m.message_id for m in s.execute(select(Message)).scalars()}
+    assert {r.message_id for r in smtp.ledger} == stored

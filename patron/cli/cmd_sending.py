@@ -141,8 +141,9 @@ def audience_freezer(context: AppContext) -> AudienceFreezer:
 
 def message_factory(context: AppContext, provider: str | None = None) -> MessageFactory:
     """The message factory: ``provider`` is MODULE:CALLABLE taking the AppContext (tests and
-    benchmarks plug theirs in); by default the campaign pipeline (render, assemble, sign)."""
-    target = provider or "campaigns.pipeline:make_message_factory"
+    benchmarks plug theirs in); by default patron.messages' campaign pipeline (render,
+    assemble, sign)."""
+    target = provider or "patron.messages:make_message_factory"
     module_name, _, attribute = target.partition(":")
     try:
         module = importlib.import_module(module_name)
