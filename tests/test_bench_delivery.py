@@ -21,7 +21,11 @@ def test_delivery_benchmark_at_tiny_size(pg_database):
         assert figures["delivered"] == 300
         assert figures["msg_per_s"] > 0 and figures["ratio_to_limit"] > 0
         assert 0 < figures["peak_worker_rss_mb"] < 1000
-    # Every message reached the sink once: the reference runs plus one per recipient per backend.
+    if admin:
+        real = result["postgresql_pipeline"]
+        assert real["delivered"] == real["size"] == 300 and real["msg_per_s"] > 0
+        backends.append("postgresql_pipeline")
+    # Every message reached the sink once: the reference runs plus one per recipient per run.
     reference = result["sink_received"] - 300 * len(backends)
     assert reference >= 300
     assert "msg/s" in result["summary"]
