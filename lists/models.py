@@ -167,7 +167,8 @@ class Order(SQLModel, table=True):
     __tablename__ = "orders"
     __table_args__ = (
         UniqueConstraint("source", "order_id", name="uq_orders_source_order_id"),
-        Index("ix_orders_contact_ordered", "contact_id", "ordered_at"),
+        # Covers the order aggregates' recomputation (count, sum, min and max per contact).
+        Index("ix_orders_contact_totals", "contact_id", "ordered_at", "total_cents"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

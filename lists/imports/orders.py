@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -32,7 +32,10 @@ from lists.imports.csvfile import (
 from lists.imports.reader import Refusal, Reject, parsed_batches
 from lists.imports.runs import finish_run, run_batches, start_run
 from lists.models import SuppressionReason
-from lists.orders import recompute_order_aggregates
+from lists.orders import (
+    recompute_order_aggregates,
+    recompute_order_aggregates_between,
+)
 from lists.suppressions import address_hmac
 
 REQUIRED_COLUMNS = ("order_id", "email", "total", "currency", "ordered_at")
@@ -239,6 +242,9 @@ class _OrderWriter:
         self.now = now
         self.key = key
         self.counts: Counter[str] = Counter()
+        # Every contact a row of the file names (unchanged rows too, so that a re-run repairs
+        # what a killed run left stale), and the former owners of orders that moved.
+        self.touched: set[int] = set()
 
     def apply(self, bulk: Bulk, orders: list[OrderRow], rejects: list[Reject]) -> None:
         now = bulk.ts(self.now)
@@ -255,7 +261,7 @@ class _OrderWriter:
         }
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
-        touched: set[int] = set()
+        touched = self.touched
         for order in orders:
             if order.email is not None:
                 contact_id = contacts.get(order.email)
@@ -265,12 +271,12 @@ class _OrderWriter:
                     rejects.append((order.line, "unknown customer_id", "no contact has it and the "
                                     "row has no email", order.fields))
                     continue
+            if contact_id is not None:
+                touched.add(contact_id)
             found = existing.get(order.order_id)
             if found is None:
                 inserts.append((self.source, order.order_id, contact_id, order.cents,
                                 order.currency, bulk.ts(order.ordered_at), order.discount, now))
-                if contact_id is not None:
-                    touched.add(contact_id)
                 continue
             _, oid, old_contact, old_cents, old_currency, old_at, old_discount = found
             if (old_contact, old_cents, old_currency, bulk.ts_out(old_at), old_discount) == (
@@ -280,7 +286,8 @@ class _OrderWriter:
                 continue
             updates.append((contact_id, order.cents, order.currency, bulk.ts(order.ordered_at),
                             order.discount, oid))
-            touched.update(c for c in (contact_id, old_contact) if c is not None)
+            if old_contact is not None:
+                touched.add(old_contact)
         bulk.update("orders", "id", _ORDER_UPDATE, _ORDER_UPDATE_TYPES, updates)
         self.counts["updated"] += len(updates)
         inserted = bulk.insert(
@@ -291,7 +298,6 @@ class _OrderWriter:
         self.counts["imported"] += done
         # Inserted meanwhile by another writer (a webhook) with the same data: nothing to do.
         self.counts["unchanged"] += len(inserts) - done
-        recompute_order_aggregates(bulk.conn, touched)
 
     def _contacts(self, bulk: Bulk, orders: list[OrderRow], now: Any) -> dict[str, int | None]:
         """Contact id by email, creating the contacts not known yet. An address erased at its
@@ -342,6 +348,58 @@ class _OrderWriter:
         return out
 
 
+class _Progress:
+    """Reading the file is the first 90 % of the bar, recomputing aggregates the rest."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None, bytes_total: int) -> None:
+        self.progress = progress
+        self.total = max(bytes_total, 1)
+        self.scale = self.total * 10 // 9 + 1
+
+    def reading(self, done: int, _total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, self.scale)
+
+    def recomputing(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            tail = self.scale - self.total
+            self.progress(self.total + tail * done // max(total, 1), self.scale)
+
+
+def _recompute(engine: Engine, ids: list[int], steps: _Progress) -> None:
+    plan = list(recompute_steps(ids))
+    for i, step in enumerate(plan):
+        with engine.begin() as conn:
+            if isinstance(step, tuple):
+                recompute_order_aggregates_between(conn, *step)
+            else:
+                recompute_order_aggregates(conn, step)
+        steps.recomputing(i + 1, len(plan))
+
+
+# The end of an import recomputes aggregates in contact id order, at most _STEP_IDS contacts
+# per transaction. Ids close together (at least one in _DENSE) are done as one range: every
+# contact in it, in one pass over the orders' contact index; scattered ones by list.
+_STEP_IDS = 50_000
+_DENSE = 4
+_ROWS_PER_COMMIT = 50_000
+
+
+def recompute_steps(ids: Sequence[int]) -> Iterator[tuple[int, int] | list[int]]:
+    """The transactions that recompute the aggregates of ``ids`` (sorted, distinct): an
+    inclusive range of contact ids, or a list of them."""
+    start = 0
+    while start < len(ids):
+        chunk = ids[start : start + _STEP_IDS]
+        # The longest dense prefix of the chunk is a range, the rest is left to the next step.
+        low, high = chunk[0], chunk[-1]
+        if high - low + 1 <= _DENSE * len(chunk):
+            yield (low, high)
+        else:
+            yield list(chunk)
+        start += len(chunk)
+
+
 def import_orders(
     engine: Engine,
     path: Path,
@@ -373,13 +431,17 @@ def import_orders(
     run_id = start_run(engine, path, kind="orders", now=now)
     state = _OrderWriter(source=source, now=now, key=key)
     writer = RejectsWriter(rejects_path, columns.header, delimiter=delimiter, bom=bom)
+    bytes_total = path.stat().st_size
+    steps = _Progress(progress, bytes_total)
     try:
         rows_read = run_batches(
             engine, parsed_batches(path, OrderParserSpec(columns), batch_size, parallel=parallel),
-            writer, apply=state.apply, bytes_total=path.stat().st_size, progress=progress,
+            writer, apply=state.apply, bytes_total=bytes_total, progress=steps.reading,
+            rows_per_commit=_ROWS_PER_COMMIT,
         )
     finally:
         rejects_file = writer.finish()
+    _recompute(engine, sorted(state.touched), steps)
     counts = state.counts
     summary = OrderImportSummary(
         rows=rows_read,

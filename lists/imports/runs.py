@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -46,25 +47,53 @@ def run_batches(
     apply: Callable[[Bulk, list[T], list[Reject]], None],
     bytes_total: int,
     progress: Callable[[int, int], None] | None,
+    rows_per_commit: int = 0,
 ) -> int:
-    """Hand each batch's accepted rows to ``apply`` inside one committed transaction (``apply``
-    may refuse more rows), then write the batch's rejects in line order. Returns the number of
-    rows read."""
+    """Hand each batch's accepted rows to ``apply`` inside a committed transaction (``apply``
+    may refuse more rows), then write the batches' rejects in line order. Consecutive batches
+    share one transaction until it holds ``rows_per_commit`` accepted rows (0: one each): a
+    commit costs about a page write per random index entry, which larger transactions share.
+    Returns the number of rows read."""
     rows = 0
-    for batch in batches:
-        rows += len(batch.accepted) + len(batch.rejects)
-        rejects = list(batch.rejects)
-        if batch.accepted:
-            with Bulk.transaction(engine) as bulk:
+    held = 0
+    pending: list[Reject] = []
+    bytes_done = 0
+    with ExitStack() as open_tx:
+        bulk: Bulk | None = None
+        for batch in batches:
+            rows += len(batch.accepted) + len(batch.rejects)
+            rejects = list(batch.rejects)
+            if batch.accepted:
+                if bulk is None:
+                    bulk = open_tx.enter_context(Bulk.transaction(engine))
                 apply(bulk, batch.accepted, rejects)
-        for line, reason, detail, fields in sorted(rejects, key=lambda r: r[0]):
-            writer.write(line, reason, detail, fields)
-        writer.flush()
-        if progress is not None:
-            progress(batch.bytes_done, bytes_total)
+                held += len(batch.accepted)
+            pending.extend(sorted(rejects, key=lambda r: r[0]))
+            bytes_done = batch.bytes_done
+            if held >= rows_per_commit:
+                open_tx.close()  # commits
+                bulk, held = None, 0
+                _written(writer, pending, progress, bytes_done, bytes_total)
+        open_tx.close()
+    _written(writer, pending, None, bytes_done, bytes_total)
     if progress is not None:
         progress(bytes_total, bytes_total)
     return rows
+
+
+def _written(
+    writer: RejectsWriter,
+    rejects: list[Reject],
+    progress: Callable[[int, int], None] | None,
+    bytes_done: int,
+    bytes_total: int,
+) -> None:
+    for line, reason, detail, fields in rejects:
+        writer.write(line, reason, detail, fields)
+    rejects.clear()
+    writer.flush()
+    if progress is not None:
+        progress(bytes_done, bytes_total)
 
 
 def file_sha256(path: Path) -> str:
