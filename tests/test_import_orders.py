@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
+from sqlalchemy import inspect as sa_inspect
 
+import lists.imports.orders as orders_import
 from lists.errors import InvalidInputError, NotFoundError
-from lists.imports.orders import import_orders, parse_ordered_at, parse_total
+from lists.imports.orders import import_orders, parse_ordered_at, parse_total, recompute_steps
 from lists.models import Contact, ImportRun, Order, Subscription, SuppressionReason
 from lists.orders import recompute_order_aggregates
 from lists.suppressions import suppress
@@ -273,6 +275,90 @@ def test_recompute_order_aggregates_is_idempotent_and_resets_contacts_without_or
         recompute_order_aggregates(conn, [ana.id])
     ana = _contacts(ctx)["ana@shop.example"]
     assert (ana.orders_count, ana.total_spent_cents, ana.first_order_at, ana.last_order_at) == (0, 0, None, None)
+
+
+def _aggregates_from_orders(ctx):
+    """Every contact's aggregates computed in Python from the orders table as it is."""
+    with ctx.session() as s:
+        expected = {cid: (0, 0, None, None) for cid in s.execute(select(Contact.id)).scalars()}
+        for cid, cents, at in s.execute(select(Order.contact_id, Order.total_cents, Order.ordered_at)):
+            if cid is not None:
+                n, total, first, last = expected[cid]
+                expected[cid] = (n + 1, total + cents, min(first or at, at), max(last or at, at))
+        stored = {
+            c.id: (c.orders_count, c.total_spent_cents, c.first_order_at, c.last_order_at)
+            for c in s.execute(select(Contact)).scalars()
+        }
+    return stored, expected
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("then", ["same file again", "another file"])
+def test_a_killed_import_leaves_aggregates_that_the_next_import_makes_exact(ctx, tmp_path, monkeypatch, then):
+    monkeypatch.setattr(orders_import, "_ROWS_PER_COMMIT", 20)  # commits every 2 batches of 10
+    rng = random.Random(11)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    emails = [f"c{i}@shop.example" for i in range(15)]
+    _import(ctx, _csv(tmp_path, HEADER + "B0,c0@shop.example,7,EUR,2024-01-01,\n", "old.csv"))
+    body = "".join(
+        f"K{i},{rng.choice(emails)},{rng.randrange(1, 900)}.{rng.randrange(100):02d},EUR,"
+        f"{(start + timedelta(minutes=rng.randrange(10**6))).isoformat()},\n"
+        for i in range(120)
+    )
+    path = _csv(tmp_path, HEADER + body)
+    calls = []
+
+    def die_on_third_commit(done, total):
+        calls.append(done)
+        if len(calls) == 3:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _import(ctx, path, batch_size=10, progress=die_on_third_commit)
+    with ctx.session() as s:
+        assert s.execute(select(func.count()).select_from(Order)).scalar_one() == 1 + 60
+        run = s.execute(select(ImportRun).order_by(ImportRun.id.desc())).scalars().first()
+        assert run.file_name == str(path.resolve()) and run.finished_at is None
+    stored, expected = _aggregates_from_orders(ctx)
+    assert stored != expected  # the killed run's orders are not in the aggregates yet
+
+    if then == "same file again":
+        summary = _import(ctx, path, batch_size=10)
+        assert (summary.imported, summary.unchanged) == (60, 60)
+    else:
+        summary = _import(ctx, _csv(tmp_path, HEADER + "N1,new@shop.example,1,EUR,2026-01-01,\n", "n.csv"))
+        assert summary.imported == 1
+    stored, expected = _aggregates_from_orders(ctx)
+    assert stored == expected
+    with ctx.session() as s:
+        runs = s.execute(select(ImportRun.finished_at).order_by(ImportRun.id)).scalars().all()
+        assert [at is not None for at in runs] == [True, False, True]
+
+
+def test_a_large_share_of_changed_contacts_is_recomputed_over_the_whole_table(ctx, tmp_path):
+    # Every contact gets orders here (the whole-table path, indexes rebuilt on SQLite); then a
+    # small file touches one contact of many (the path by steps); both stay exact.
+    body = "".join(f"W{i},w{i % 40}@shop.example,{i}.5,EUR,2026-0{1 + i % 9}-0{1 + i % 7},\n"
+                   for i in range(200))
+    _import(ctx, _csv(tmp_path, HEADER + body, "w.csv"))
+    stored, expected = _aggregates_from_orders(ctx)
+    assert stored == expected and len(stored) == 40
+    _import(ctx, _csv(tmp_path, HEADER + "W3,w5@shop.example,1,EUR,2020-01-01,\n", "x.csv"))
+    stored, expected = _aggregates_from_orders(ctx)
+    assert stored == expected
+    names = {i["name"] for i in sa_inspect(ctx.engine()).get_indexes("contacts")}
+    assert {"ix_contacts_orders_last", "ix_contacts_total_spent"} <= names
+
+
+def test_recompute_steps_are_ranges_where_ids_are_dense_and_lists_elsewhere(monkeypatch):
+    monkeypatch.setattr(orders_import, "_STEP_IDS", 4)
+    assert list(recompute_steps([1, 2, 4, 5, 6, 100, 200, 300, 301])) == [
+        (1, 5), [6, 100, 200, 300], (301, 301),
+    ]
+    assert list(recompute_steps([])) == []
 
 
 # CLI ------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from lists.imports.bulk import Bulk
 from lists.imports.csvfile import RejectsWriter
@@ -135,3 +136,22 @@ def finish_run(engine: Engine, run_id: int, summary: RunCounts, finished_at: dat
         run.rejects_file = str(summary.rejects_file) if summary.rejects_file else None
         run.finished_at = finished_at
         session.commit()
+
+
+def interrupted_before(engine: Engine, run_id: int, *, kind: str) -> int:
+    """How many runs of ``kind`` that started before ``run_id``, and after the last one of that
+    kind that finished, have not finished: killed, or (rarely) still running elsewhere."""
+    with Session(engine) as session:
+        last_finished = (
+            select(func.coalesce(func.max(ImportRun.id), 0))
+            .where(col(ImportRun.kind) == kind, col(ImportRun.finished_at).is_not(None))
+            .scalar_subquery()
+        )
+        return session.execute(
+            select(func.count()).where(
+                col(ImportRun.kind) == kind,
+                col(ImportRun.finished_at).is_(None),
+                col(ImportRun.id) < run_id,
+                col(ImportRun.id) > last_finished,
+            )
+        ).scalar_one()
