@@ -211,6 +211,7 @@ def schedule_cmd(
     when = parse_at(at, context.settings.delivery.default_timezone)
     with context.session() as session:
         campaign = controls.get_campaign(session, campaign_id, lock=True)
+        _preflight(context, session, campaign)
         starts = schedule(campaign, when, context.now(), local_time=local_time, window=window)
         doc = _summary(campaign)
     emit(doc, as_json, lambda c: c.print(
@@ -218,6 +219,19 @@ def schedule_cmd(
         + (f", {local_time} local time" if local_time else "")
         + (f", window {window}" if window else "")
         + "; a running `patron worker` sends it"))
+
+
+def _preflight(context: AppContext, session: Any, campaign: Campaign) -> None:
+    """A campaign whose template fails for any of a sample of its real recipients is neither
+    scheduled nor started (C3): the error names the recipient, the line and the variable."""
+    from campaigns.pipeline import CampaignPipeline
+    from campaigns.preflight import check_campaign
+    from patron.sender import sender_identity
+
+    if campaign.status not in ("draft", "scheduled"):
+        return  # already sending, paused or over: the transition check answers
+    pipeline = CampaignPipeline(session, campaign, sender_identity(context.settings), context.key)
+    check_campaign(pipeline, session, context.now())
 
 
 def send_cmd(ctx: typer.Context, campaign_id: IdArgument, as_json: JsonOption = False) -> None:
@@ -228,6 +242,7 @@ def send_cmd(ctx: typer.Context, campaign_id: IdArgument, as_json: JsonOption = 
     context = get_ctx(ctx)
     freezer = audience_freezer(context)
     with context.session() as session:
+        _preflight(context, session, controls.get_campaign(session, campaign_id, lock=True))
         campaign = controls.send_now(
             session, campaign_id, context.now(), freezer,
             context.settings.delivery.default_timezone,
