@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.audience import freeze_audience
 from campaigns.models import Campaign, CampaignList
+from campaigns.rendering import load_shipped_template
 from lists.models import Contact, MailingList, Subscription, SubscriptionStatus
 
 
@@ -62,8 +63,12 @@ def make_campaign(
     lst = MailingList(name=list_name or f"list-{name}", double_opt_in=False, created_at=now)
     session.add(lst)
     session.flush()
+    # A real shipped template, so the preflight render check of `campaigns send` passes.
+    template = "discount" if kind == "discount" else "welcome"
     campaign = Campaign(
-        name=name, slug=name, kind=kind, template="plain", template_source="", subject="Hi",
+        name=name, slug=name, kind=kind, template=template,
+        template_source=load_shipped_template(template).text, subject="Hi",
+        content={"offer": "10 % off"} if kind == "discount" else {},
         discount_prefix="TEST-" if kind == "discount" else None, created_at=now, updated_at=now,
     )
     session.add(campaign)
