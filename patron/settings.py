@@ -213,6 +213,10 @@ class DeliverySettings(BaseModel):
     claim_batch: int = Field(
         500, ge=1, description="Messages a worker claims from the queue at a time."
     )
+    build_threads: int = Field(
+        2, ge=0, le=64, description="Threads of a worker building messages (render, assemble, "
+        "sign) beside its event loop; 0 builds them on the loop itself."
+    )
     poll_seconds: float = Field(
         1.0, gt=0, description="How often an idle worker looks for due messages."
     )

@@ -469,3 +469,10 @@ def test_stopping_lets_transactions_finish_and_gives_waiting_claims_back(db, smt
     assert 1 <= got.sent < 20 and got.sent == len(smtp.ledger)
     assert got.queued == 20 - got.sent and got.sending == 0
     assert all(m.lease_owner is None for m in rows(db, audience.campaign_id).values())
+
+
+def test_messages_built_in_threads(db, smtp):
+    emails = [f"t{i}@example.com" for i in range(12)]
+    audience = setup(db, emails)
+    send_all(build(db, smtp.port, config=fast(build_threads=2)), db, audience.campaign_id)
+    assert smtp.received() == {e: 1 for e in emails}

@@ -43,6 +43,9 @@ class DeliveryConfig:
     claim_batch: int = 500
     poll_seconds: float = 1.0
     max_in_flight: int = 4
+    # Threads building messages; 0 builds inline on the event loop. A factory that reads the
+    # database or signs (the real pipeline) must not hold the loop: it runs in these threads.
+    build_threads: int = 0
     # Seconds between two reads of campaign states, worker liveness and provider pace: pause,
     # resume and cancel take effect within this (D8).
     control_interval: float = 0.5

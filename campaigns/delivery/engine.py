@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import random
 import time
@@ -216,6 +217,11 @@ class DeliveryEngine:
         # commit on two connections at once, so outcomes never delay a commit point.
         threads = 1 if self._sqlite else 2
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="patron-db")
+        self._builders = (
+            ThreadPoolExecutor(config.build_threads, thread_name_prefix="patron-build")
+            if config.build_threads > 0
+            else None
+        )
         self._caps = Caps(config.frequency_cap_hours, config.discount_cap_days)
         self._limits = RateLimits(
             complaint_warn=config.complaint_warn_rate,
@@ -322,6 +328,8 @@ class DeliveryEngine:
                 lambda s: deregister(s, self.identity.worker_id, done_at, resend_unknown=resend)
             )
             self._executor.shutdown(wait=True)
+            if self._builders is not None:
+                self._builders.shutdown(wait=True)
             self.report.seconds = round(time.perf_counter() - began, 3)
             self.report.commits = {
                 **{f"marks_{k}": v for k, v in self._marks.stats.as_dict().items()},
@@ -447,14 +455,21 @@ class DeliveryEngine:
                 await self._release(row, lane.paused_until if lane.is_paused(now) else None,
                                     provider)
                 return
+            build = functools.partial(
+                self._factory.build,
+                row.campaign_id,
+                row.contact_id,
+                row.variant,
+                row.discount_code,
+                f"{row.campaign_id}.{row.contact_id}.{row.id}",
+            )
             try:
-                message = self._factory.build(
-                    row.campaign_id,
-                    row.contact_id,
-                    row.variant,
-                    row.discount_code,
-                    f"{row.campaign_id}.{row.contact_id}.{row.id}",
-                )
+                if self._builders is None:
+                    message = build()
+                else:
+                    message = await asyncio.get_running_loop().run_in_executor(
+                        self._builders, build
+                    )
             except Exception as exc:  # a recipient whose message cannot be made: recorded
                 verdict = Verdict(
                     Action.FAIL, f"cannot build the message: {type(exc).__name__}: {exc}",

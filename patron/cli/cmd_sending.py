@@ -87,6 +87,7 @@ def delivery_config(settings: Settings) -> DeliveryConfig:
         claim_batch=d.claim_batch,
         poll_seconds=d.poll_seconds,
         max_in_flight=settings.smtp.pool_size,
+        build_threads=d.build_threads,
     )
 
 
