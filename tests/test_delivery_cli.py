@@ -255,3 +255,17 @@ def test_the_worker_sends_real_pipeline_messages_by_default(cli, db, smtp, tmp_p
     with Session(db) as s:
         stored = {m.message_id for m in s.execute(select(Message)).scalars()}
     assert {r.message_id for r in smtp.ledger} == stored
+
+
+def test_several_worker_processes_share_a_postgresql_campaign(cli, db, smtp, backend):
+    if backend != "postgresql":
+        pytest.skip("SQLite sends from one worker at a time")
+    audience = _audience(db, [f"m{i}@example.com" for i in range(30)])
+    assert cli("campaigns", "send", str(audience.campaign_id)).code == 0
+    done = cli("worker", "--once", "--processes", "2", "--factory",
+               "tests.servers.factory:make", "--json")
+    assert done.code == 0, done.err
+    report = json.loads(done.out)
+    assert report["processes"] == 2 and len(report["workers"]) == 2
+    assert report["delivered"] == 30
+    assert smtp.received() == {f"m{i}@example.com": 1 for i in range(30)}

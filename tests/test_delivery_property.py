@@ -35,7 +35,7 @@ person = st.tuples(st.sampled_from(STATUSES), st.booleans(), st.sampled_from(AFT
 _run = itertools.count()
 
 
-@settings(max_examples=12, deadline=None,
+@settings(max_examples=8, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(people=st.lists(person, min_size=1, max_size=8))
 def test_only_confirmed_unsuppressed_contacts_receive_marketing(db_factory, people):
