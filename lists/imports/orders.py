@@ -11,7 +11,8 @@ SQLite with the aggregate indexes rebuilt). Recomputing per batch instead rewrot
 random contact rows and index entries per commit and made 2M orders take twelve minutes.
 
 Crash story: until the end of a run, the aggregates of the contacts it wrote orders for are
-stale, and its ImportRun has no ``finished_at``. Running the same file again makes them exact
+stale (segments evaluated meanwhile see them as before the import), and its ImportRun has no
+``finished_at``. Running the same file again makes them exact
 (its rows name the same contacts). Any later orders import also makes them exact: when it finds
 an orders run that did not finish since the last one that did, it ends with a whole-table
 recomputation (a second or two of reads on a million contacts; it writes only stale contacts).
@@ -415,6 +416,8 @@ def _recompute(engine: Engine, state: _OrderWriter, steps: _Progress, *, repair:
 # range: every contact in it, in one pass over the orders' contact index; scattered ids by list.
 _STEP_IDS = 50_000
 _DENSE = 4
+# Orders per committed transaction (several parsed batches): a commit writes each page that
+# random index entries dirtied, which larger transactions share.
 _ROWS_PER_COMMIT = 50_000
 # Changes to at least one contact in _MANY make the end a whole-table recomputation.
 _MANY = 4
@@ -426,7 +429,6 @@ def recompute_steps(ids: Sequence[int]) -> Iterator[tuple[int, int] | list[int]]
     start = 0
     while start < len(ids):
         chunk = ids[start : start + _STEP_IDS]
-        # The longest dense prefix of the chunk is a range, the rest is left to the next step.
         low, high = chunk[0], chunk[-1]
         if high - low + 1 <= _DENSE * len(chunk):
             yield (low, high)
