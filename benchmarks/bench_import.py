@@ -20,17 +20,17 @@ import sqlite3
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from benchmarks.pgscratch import scratch_database
 from lists.imports.contacts import import_contacts
 from lists.imports.orders import import_orders
 from lists.mailing_lists import create_list
@@ -262,21 +262,8 @@ def run(size: int, url: str | None) -> dict[str, Any]:
 
 
 def _with_pg_database(admin_url: str, contacts_csv: Path, orders_csv: Path) -> dict[str, Any]:
-    admin = make_url(admin_url)
-    if admin.drivername == "postgresql":
-        admin = admin.set(drivername="postgresql+psycopg")
-    name = f"patron_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        return _import_into(
-            admin.set(database=name).render_as_string(hide_password=False), contacts_csv, orders_csv
-        )
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    with scratch_database(admin_url, "bench_import") as url:
+        return _import_into(url, contacts_csv, orders_csv)
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ import sqlite3
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,10 +28,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from benchmarks.pgscratch import scratch_database
 from lists.retention import retention_report
 from patron.db import make_engine, migrate
 
@@ -165,23 +164,14 @@ def run(size: int, url: str | None) -> dict[str, Any]:
 
 
 def _with_pg_database(admin_url: str, contacts: int, orders: int) -> dict[str, Any]:
-    admin = make_url(admin_url)
-    if admin.drivername == "postgresql":
-        admin = admin.set(drivername="postgresql+psycopg")
-    name = f"patron_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    server = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(admin.set(database=name).render_as_string(hide_password=False))
-    try:
-        migrate(engine)
-        _load_pg(engine, contacts, orders)
-        return _measure(engine)
-    finally:
-        engine.dispose()
-        with server.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        server.dispose()
+    with scratch_database(admin_url, "bench_retention") as url:
+        engine = make_engine(url)
+        try:
+            migrate(engine)
+            _load_pg(engine, contacts, orders)
+            return _measure(engine)
+        finally:
+            engine.dispose()
 
 
 def main() -> None:

@@ -31,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,12 +40,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import Engine, create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
+from benchmarks.pgscratch import scratch_database
 from lists.segments import count_segment
 from lists.segments.attribute_indexes import (
     GIN_INDEX,
@@ -356,25 +355,16 @@ def run(size: int, url: str | None) -> dict[str, Any]:
 
 
 def _with_pg_database(admin_url: str, shop: Shop, result: dict[str, Any]) -> dict[str, Any]:
-    admin = make_url(admin_url)
-    if admin.drivername == "postgresql":
-        admin = admin.set(drivername="postgresql+psycopg")
-    name = f"patron_bench_segments_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    server = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(admin.set(database=name).render_as_string(hide_password=False))
-    try:
-        migrate(engine)
-        started = time.perf_counter()
-        _load_pg(engine, shop)
-        result["postgresql_load_seconds"] = round(time.perf_counter() - started, 1)
-        return _measure(engine, shop)
-    finally:
-        engine.dispose()
-        with server.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        server.dispose()
+    with scratch_database(admin_url, "bench_segments") as url:
+        engine = make_engine(url)
+        try:
+            migrate(engine)
+            started = time.perf_counter()
+            _load_pg(engine, shop)
+            result["postgresql_load_seconds"] = round(time.perf_counter() - started, 1)
+            return _measure(engine, shop)
+        finally:
+            engine.dispose()
 
 
 def main() -> None:
