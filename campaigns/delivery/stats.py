@@ -79,7 +79,8 @@ def delivery_stats(session: Session, campaign_id: int, status: str) -> DeliveryS
     return DeliveryStats(
         campaign_id=campaign_id,
         status=status,
-        recipients=sum(counts.values()),
+        # M1 `recipients` = messages created to be sent; skipped rows are counted apart.
+        recipients=sum(counts.values()) - sum(skipped.values()),
         skipped=dict(sorted(skipped.items())),
         sent=sent,
         delivered=sent - dsn_failures,
