@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -18,6 +18,7 @@ from campaigns.delivery.pacing import pause_provider
 from campaigns.delivery.protocols import AudienceFreezer
 from campaigns.delivery.scheduling import start_campaign
 from campaigns.delivery.statements import TRANSACTIONAL_KINDS
+from campaigns.delivery.stats import message_events
 from campaigns.lifecycle import transition
 from campaigns.models import Campaign, CampaignStatus, DeliveryFailure, Message, MessageState
 from lists.errors import ConflictError, NotFoundError
@@ -153,20 +154,12 @@ def check_rates(
     complaints_by: dict[str, int] = {
         provider or "?": int(n)
         for provider, n in session.execute(
-            select(col(Message.provider), func.count(func.distinct(col(Event.contact_id))))
-            .select_from(Event)
-            .join(
-                Message,
-                and_(
-                    col(Message.campaign_id) == col(Event.campaign_id),
-                    col(Message.contact_id) == col(Event.contact_id),
-                ),
-            )
-            .where(
-                col(Event.campaign_id) == campaign_id,
-                col(Event.kind) == EventKind.COMPLAINT.value,
-            )
-            .group_by(col(Message.provider))
+            message_events(
+                campaign_id,
+                EventKind.COMPLAINT,
+                col(Message.provider),
+                func.count(func.distinct(col(Event.contact_id))),
+            ).group_by(col(Message.provider))
         )
     }
     complaints = sum(complaints_by.values())

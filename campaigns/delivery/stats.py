@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -59,20 +59,9 @@ def delivery_stats(session: Session, campaign_id: int, status: str) -> DeliveryS
             skipped[reason or "unknown"] = skipped.get(reason or "unknown", 0) + n
     dsn_failures = int(
         session.execute(
-            select(func.count(func.distinct(col(Event.contact_id))))
-            .select_from(Event)
-            .join(
-                Message,
-                and_(
-                    col(Message.campaign_id) == col(Event.campaign_id),
-                    col(Message.contact_id) == col(Event.contact_id),
-                ),
-            )
-            .where(
-                col(Event.campaign_id) == campaign_id,
-                col(Event.kind) == EventKind.BOUNCE.value,
-                col(Message.state) == MessageState.SENT.value,
-            )
+            message_events(
+                campaign_id, EventKind.BOUNCE, func.count(func.distinct(col(Event.contact_id)))
+            ).where(col(Message.state) == MessageState.SENT.value)
         ).scalar_one()
     )
     sent = total(MessageState.SENT)
@@ -92,4 +81,20 @@ def delivery_stats(session: Session, campaign_id: int, status: str) -> DeliveryS
         sending=total(MessageState.SENDING),
         deferred=total(MessageState.DEFERRED),
         unknown=total(MessageState.UNKNOWN),
+    )
+
+
+def message_events(campaign_id: int, kind: EventKind, *columns: Any) -> Select[Any]:
+    """``SELECT columns`` over the campaign's events of ``kind`` joined to their send-log rows."""
+    return (
+        select(*columns)
+        .select_from(Event)
+        .join(
+            Message,
+            and_(
+                col(Message.campaign_id) == col(Event.campaign_id),
+                col(Message.contact_id) == col(Event.contact_id),
+            ),
+        )
+        .where(col(Event.campaign_id) == campaign_id, col(Event.kind) == kind.value)
     )
