@@ -20,6 +20,8 @@ class CampaignKind(StrEnum):
     WELCOME = "welcome"
     WINBACK = "winback"
     NPS = "nps"
+    # The double opt-in confirmation of one list: made by Patron, transactional, never finishes.
+    CONFIRMATION = "confirmation"
 
 
 class CampaignStatus(StrEnum):
@@ -53,6 +55,7 @@ class SkipReason(StrEnum):
     DISCOUNT_CAP = "discount_cap"
     HOLDOUT = "holdout"
     EXCLUDED = "excluded"
+    ALREADY_CONFIRMED = "already_confirmed"  # a confirmation mail to a confirmed subscriber
 
 
 class Campaign(SQLModel, table=True):

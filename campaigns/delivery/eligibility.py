@@ -3,7 +3,8 @@ commit point, in the same transaction that marks the attempt started.
 
 A recipient is skipped when the address is suppressed or the contact was erased, when the
 subscription to the campaign's lists is no longer confirmed (pending is enough for a
-transactional message such as the opt-in confirmation), when a marketing campaign emailed them
+transactional message such as the opt-in confirmation, which in turn is skipped once the
+subscription is confirmed: it has nothing left to ask), when a marketing campaign emailed them
 in the last H hours (C4, including another campaign's attempt in flight), or when a discount
 campaign finds another discount sent to them in the last D days."""
 
@@ -91,6 +92,8 @@ def send_time_skips(
         elif best < 2 or (c.marketing and best < 3):
             # No subscription left or unsubscribed; pending is not enough for marketing.
             reason = SkipReason.UNSUBSCRIBED if best < 2 else SkipReason.NOT_CONFIRMED
+        elif c.kind == CampaignKind.CONFIRMATION.value and best >= 3:
+            reason = SkipReason.ALREADY_CONFIRMED
         elif c.marketing and caps.frequency_hours > 0 and (
             _after(existing[c.contact_id], frequency_since)
             or busy_elsewhere.get(c.contact_id, set()) - {c.campaign_id}

@@ -39,7 +39,7 @@ from campaigns.models import CampaignKind, CampaignStatus, MessageState
 from lists.models import EventClass, EventKind, SubscriptionStatus
 
 PENDING = (MessageState.QUEUED.value, MessageState.DEFERRED.value)
-TRANSACTIONAL_KINDS = ("confirmation",)
+TRANSACTIONAL_KINDS = (CampaignKind.CONFIRMATION.value,)
 
 
 def _t(name: str) -> Table:
