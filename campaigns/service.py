@@ -49,6 +49,12 @@ def slugify(text: str) -> str:
 
 def create_campaign(session: Session, spec: CampaignSpec, now: datetime) -> Campaign:
     """Validate ``spec`` and store a draft campaign."""
+    if spec.kind is CampaignKind.CONFIRMATION:
+        # Pending contacts may receive a confirmation campaign: only Patron makes one (one per
+        # double opt-in list, from the confirmation template), so it can carry nothing else.
+        raise InvalidInputError(
+            "confirmation campaigns are made by Patron for each double opt-in list"
+        )
     name = spec.name.strip()
     if not name:
         raise InvalidInputError("a campaign needs a name")
@@ -72,7 +78,7 @@ def create_campaign(session: Session, spec: CampaignSpec, now: datetime) -> Camp
     exclude_id = _segment_id(session, spec.exclude_segment)
     campaign = Campaign(
         name=name,
-        slug=_unique_slug(session, slugify(name)),
+        slug=unique_slug(session, slugify(name)),
         kind=spec.kind.value,
         template=spec.template,
         template_source=spec.template_source,
@@ -111,7 +117,8 @@ def _segment_id(session: Session, name: str | None) -> int | None:
     return row.id
 
 
-def _unique_slug(session: Session, base: str) -> str:
+def unique_slug(session: Session, base: str) -> str:
+    """``base``, or ``base-2``, ``base-3`` … whichever no campaign has yet."""
     taken = set(
         session.execute(
             select(col(Campaign.slug)).where(col(Campaign.slug).like(f"{base}%"))

@@ -72,8 +72,15 @@ def resume(session: Session, campaign_id: int, now: datetime) -> Campaign:
 
 
 def cancel(session: Session, campaign_id: int, now: datetime) -> Campaign:
-    """Cancel for good: nothing more is sent; messages already sent stay in the log."""
+    """Cancel for good: nothing more is sent; messages already sent stay in the log. A
+    double opt-in confirmation campaign cannot be cancelled (its list's pending sign-ups would
+    never be asked again); pause it instead."""
     campaign = get_campaign(session, campaign_id, lock=True)
+    if campaign.kind in TRANSACTIONAL_KINDS:
+        raise ConflictError(
+            f"campaign {campaign_id} sends the {campaign.kind} mail of its list: it cannot be "
+            "cancelled; pause it instead"
+        )
     transition(campaign, C.CANCELLED, now)
     return campaign
 

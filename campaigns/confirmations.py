@@ -1,0 +1,222 @@
+"""Double opt-in confirmation mail (A2, A5): each double opt-in list has one confirmation
+campaign, made by Patron the first time the list has a pending subscriber, and a sweep queues one
+send-log row in it for each pending subscription that has none yet. The delivery engine sends
+those rows like any other (throttled, exactly once, consent re-checked at the commit point,
+where a confirmation to someone who confirmed, unsubscribed or was suppressed meanwhile is
+skipped with the reason).
+
+The sweep is set-based: per list one INSERT … SELECT … WHERE NOT EXISTS along the subscriptions'
+(list, status) index and the send log's unique (campaign, contact) key. It is idempotent: run
+twice, or by two workers at once, it queues each confirmation once (PostgreSQL workers take
+turns through an advisory lock; the unique key and ON CONFLICT DO NOTHING back it up).
+
+Only subscriptions that became pending within ``CONFIRMATION_WINDOW`` are mailed: an old
+pending sign-up (kept from before an upgrade, or from an import of someone else's history) does
+not get a confirmation out of the blue years later."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Integer, Table, exists, literal, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlmodel import SQLModel, col
+
+from campaigns.lifecycle import transition
+from campaigns.models import Campaign, CampaignKind, CampaignList, CampaignStatus, MessageState
+from campaigns.rendering import load_shipped_template
+from campaigns.service import slugify, unique_slug
+from lists.models import MailingList, Subscription, SubscriptionStatus
+
+CONFIRMATION_TEMPLATE = "confirmation"
+CONFIRMATION_WINDOW = timedelta(days=7)
+# The pg_try_advisory_xact_lock key of the sweep ("patron" and 1): one PostgreSQL worker at a time.
+SWEEP_LOCK = 0x7061_7472_6F6E_0001
+
+_PENDING = SubscriptionStatus.PENDING.value
+_KIND = CampaignKind.CONFIRMATION.value
+# Paused confirmation campaigns still collect rows (sent on resume); cancelled ones none.
+_OPEN_STATUSES = (CampaignStatus.SENDING.value, CampaignStatus.PAUSED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """What one sweep did: confirmation campaigns made, rows queued, skipped rows queued again
+    (their contact subscribed anew since), and whether another worker held the sweep."""
+
+    created: tuple[int, ...] = ()
+    queued: int = 0
+    requeued: int = 0
+    busy: bool = False
+
+
+def confirmation_campaign_of(session: Session, list_id: int) -> Campaign | None:
+    """The confirmation campaign of list ``list_id``, if it was made."""
+    return session.execute(
+        select(Campaign)
+        .join(CampaignList, col(CampaignList.campaign_id) == col(Campaign.id))
+        .where(col(CampaignList.list_id) == list_id, col(Campaign.kind) == _KIND)
+        .order_by(col(Campaign.id))
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def ensure_confirmation_campaign(
+    session: Session, mailing_list: MailingList, now: datetime
+) -> Campaign:
+    """The list's confirmation campaign, made (already sending: it never finishes) the first
+    time: the shipped confirmation template with its default subject and content."""
+    assert mailing_list.id is not None
+    existing = confirmation_campaign_of(session, mailing_list.id)
+    if existing is not None:
+        return existing
+    source = load_shipped_template(CONFIRMATION_TEMPLATE)
+    assert source.info is not None
+    name = f"Confirm subscription: {mailing_list.name}"[:200]
+    campaign = Campaign(
+        name=name,
+        slug=unique_slug(session, slugify(name)),
+        kind=_KIND,
+        template=CONFIRMATION_TEMPLATE,
+        template_source=source.text,
+        subject=source.info.default_subject,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(campaign)
+    session.flush()
+    assert campaign.id is not None
+    session.add(CampaignList(campaign_id=campaign.id, list_id=mailing_list.id))
+    transition(campaign, CampaignStatus.SENDING, now)
+    session.flush()
+    return campaign
+
+
+def sweep_confirmations(
+    session: Session, now: datetime, *, window: timedelta = CONFIRMATION_WINDOW
+) -> SweepResult:
+    """Make missing confirmation campaigns and queue the confirmations not queued yet (due
+    now). The caller commits."""
+    if session.get_bind().dialect.name == "postgresql" and not session.execute(
+        text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SWEEP_LOCK}
+    ).scalar_one():
+        return SweepResult(busy=True)
+    created = tuple(
+        c.id for c in _make_missing_campaigns(session, now) if c.id is not None
+    )
+    targets = session.execute(
+        select(col(Campaign.id), col(CampaignList.list_id))
+        .join(CampaignList, col(CampaignList.campaign_id) == col(Campaign.id))
+        .join(MailingList, col(MailingList.id) == col(CampaignList.list_id))
+        .where(
+            col(Campaign.kind) == _KIND,
+            col(Campaign.status).in_(_OPEN_STATUSES),
+            col(MailingList.double_opt_in).is_(True),
+        )
+    ).all()
+    since = now - window
+    queued = requeued = 0
+    for campaign_id, list_id in targets:
+        assert campaign_id is not None
+        queued += _queue(session, campaign_id, list_id, now, since)
+        requeued += _requeue(session, campaign_id, list_id, now, since)
+    return SweepResult(created=created, queued=queued, requeued=requeued)
+
+
+class ConfirmationSweeper:
+    """:func:`sweep_confirmations` at most every ``interval`` seconds, and spaced to at least
+    20 times its own duration, so that a big list never takes more than ~5 % of the database
+    thread of the worker that calls it on each control tick."""
+
+    def __init__(
+        self, interval: float = 5.0, *, window: timedelta = CONFIRMATION_WINDOW
+    ) -> None:
+        self.interval = interval
+        self.window = window
+        self.last: SweepResult | None = None
+        self._next = 0.0
+
+    def __call__(self, session: Session, now: datetime) -> SweepResult | None:
+        began = time.monotonic()
+        if began < self._next:
+            return None
+        self.last = sweep_confirmations(session, now, window=self.window)
+        self._next = began + max(self.interval, 20 * (time.monotonic() - began))
+        return self.last
+
+
+def _t(name: str) -> Table:
+    return SQLModel.metadata.tables[name]
+
+
+def _make_missing_campaigns(session: Session, now: datetime) -> list[Campaign]:
+    has_pending = exists().where(
+        col(Subscription.list_id) == col(MailingList.id), col(Subscription.status) == _PENDING
+    )
+    has_campaign = (
+        exists()
+        .where(
+            col(CampaignList.list_id) == col(MailingList.id),
+            col(Campaign.id) == col(CampaignList.campaign_id),
+            col(Campaign.kind) == _KIND,
+        )
+    )
+    lists = session.execute(
+        select(MailingList)
+        .where(col(MailingList.double_opt_in).is_(True), has_pending, ~has_campaign)
+        .order_by(col(MailingList.id))
+    ).scalars()
+    return [ensure_confirmation_campaign(session, lst, now) for lst in list(lists)]
+
+
+def _queue(session: Session, campaign_id: int, list_id: int, now: datetime,
+           since: datetime) -> int:
+    """One queued row per recent pending subscription of the list without one (the same
+    columns a frozen audience writes, due now)."""
+    m, s = _t("messages"), _t("subscriptions")
+    at = m.c.created_at.type
+    queued = exists().where(m.c.campaign_id == campaign_id, m.c.contact_id == s.c.contact_id)
+    rows = select(
+        literal(campaign_id, Integer),
+        s.c.contact_id,
+        literal(MessageState.QUEUED.value),
+        literal(0, Integer),
+        literal(0, Integer),
+        literal(now, at),
+        literal(now, at),
+        literal(now, at),
+        literal(now, at),
+    ).where(
+        s.c.list_id == list_id, s.c.status == _PENDING, s.c.updated_at >= since, ~queued
+    )
+    columns = ["campaign_id", "contact_id", "state", "variant", "attempts", "due_at",
+               "next_attempt_at", "created_at", "updated_at"]
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(m).from_select(columns, rows).on_conflict_do_nothing()
+    done = session.execute(statement.execution_options(preserve_rowcount=True))
+    return int(getattr(done, "rowcount", 0) or 0)
+
+
+def _requeue(session: Session, campaign_id: int, list_id: int, now: datetime,
+             since: datetime) -> int:
+    """Queue again the skipped confirmations (nothing was sent) of contacts whose subscription
+    became pending again after the skip, e.g. a new sign-up after an unsubscription."""
+    m, s = _t("messages"), _t("subscriptions")
+    pending_again = exists().where(
+        s.c.contact_id == m.c.contact_id,
+        s.c.list_id == list_id,
+        s.c.status == _PENDING,
+        s.c.updated_at > m.c.updated_at,
+        s.c.updated_at >= since,
+    )
+    done = session.execute(
+        update(m)
+        .where(m.c.campaign_id == campaign_id, m.c.state == MessageState.SKIPPED.value,
+               pending_again)
+        .values(state=MessageState.QUEUED.value, skip_reason=None, due_at=now,
+                next_attempt_at=now, lease_owner=None, updated_at=now)
+    )
+    return int(getattr(done, "rowcount", 0) or 0)
