@@ -19,11 +19,12 @@ from campaigns.audience import AWAITING_WINNER
 from campaigns.message.assembly import AssembledMessage, MessageSkeleton, RecipientParts
 from campaigns.message.dkim import DkimSigner
 from campaigns.message.headers import Mailbox, parse_mailbox
-from campaigns.models import Campaign, CampaignKind, CampaignLink, DiscountCode
+from campaigns.models import Campaign, CampaignKind, CampaignLink, CampaignList, DiscountCode
 from campaigns.rendering import (
     CampaignInfo,
     CompiledCampaign,
     Discount,
+    MessageKind,
     Recipient,
     Shop,
     TemplateError,
@@ -35,6 +36,8 @@ from campaigns.rendering import (
 )
 from campaigns.rendering.templates import SHIPPED
 from campaigns.service import campaign_list_names, slugify
+from lists.consent import confirm_token
+from lists.errors import InvalidInputError
 from lists.models import Contact
 
 
@@ -88,6 +91,26 @@ class CampaignPipeline:
         # One compiled template per subject: the campaign's, and each A/B variant's.
         self._compiled: dict[str, CompiledCampaign] = {}
         self.compiled = self.compiled_for(campaign.subject)
+        # A double opt-in confirmation links to /confirm/{token} of its one list; it is
+        # transactional: no tracking, no unsubscribe header, nothing else to say.
+        self._confirm_list_id: int | None = None
+        if campaign.kind == CampaignKind.CONFIRMATION.value:
+            list_ids = list(
+                session.execute(
+                    select(col(CampaignList.list_id))
+                    .where(col(CampaignList.campaign_id) == campaign.id)
+                ).scalars()
+            )
+            if len(list_ids) != 1:
+                raise InvalidInputError(
+                    f"confirmation campaign {campaign.id} must go to exactly one list"
+                )
+            if self.compiled.kind is not MessageKind.TRANSACTIONAL:
+                raise TemplateError(
+                    self.compiled.template_name,
+                    "a confirmation campaign needs a transactional template (confirmation)",
+                )
+            self._confirm_list_id = list_ids[0]
         lists = campaign_list_names(session, campaign.id) or ["patron"]
         domain = mailbox.email.rpartition("@")[2]
         list_slug = slugify(lists[0])
@@ -100,6 +123,7 @@ class CampaignPipeline:
             return_path_domain=sender.bounce_domain,
             verp_key=key,
             signer=sender.dkim,
+            transactional=self._confirm_list_id is not None,
         )
         self._subjects = list(campaign.ab_subjects)
         self._mailto_domain = sender.bounce_domain
@@ -131,7 +155,11 @@ class CampaignPipeline:
         to_address: str | None = None,
     ) -> AssembledMessage:
         """The signed bytes of ``contact``'s message (to ``to_address`` for a test send)."""
-        recipient = Recipient.from_contact(contact, discount=discount)
+        confirm_url = None
+        if self._confirm_list_id is not None:
+            assert contact.id is not None
+            confirm_url, discount = self.confirm_url(contact.id), None
+        recipient = Recipient.from_contact(contact, discount=discount, confirm_url=confirm_url)
         rendered = render_message(self.compiled_for(self.subject_for(variant)), recipient, self.key)
         name = " ".join(p for p in (contact.first_name, contact.last_name) if p)
         return self.skeleton.assemble(
@@ -147,6 +175,13 @@ class CampaignPipeline:
                 message_id=message_id,
             )
         )
+
+    def confirm_url(self, contact_id: int) -> str | None:
+        """The double opt-in link of ``contact_id`` (confirmation campaigns only)."""
+        if self._confirm_list_id is None:
+            return None
+        token = confirm_token(self.key, contact_id, self._confirm_list_id)
+        return f"{self._tracking_base_url.rstrip('/')}/confirm/{token}"
 
     def _mailto(self, unsubscribe_url: str | None) -> str | None:
         if unsubscribe_url is None:
@@ -194,7 +229,12 @@ def check_campaign_renders(
     """Render for each sample contact; raises TemplateError naming the recipient, the template
     line and the variable. A campaign cannot be scheduled until this passes."""
     discount = sample_discount(pipeline.campaign, now)
-    recipients = [Recipient.from_contact(c, discount=discount) for c in contacts]
+    recipients = [
+        Recipient.from_contact(
+            c, discount=discount, confirm_url=pipeline.confirm_url(c.id or 0)
+        )
+        for c in contacts
+    ]
     for subject in [pipeline.campaign.subject, *pipeline.campaign.ab_subjects]:
         check_renders(pipeline.compiled_for(subject), recipients, key=pipeline.key)
 
