@@ -1,30 +1,99 @@
 """The delivery engine's message factory wired to the real pipeline: render, assemble and sign
-each send-log row with the campaign's compiled pipeline (built once per campaign and process)."""
+each send-log row with the campaign's compiled pipeline (built once per campaign and process).
+
+The engine hands every claimed batch to :meth:`PipelineMessageFactory.prepare` inside the claim's
+transaction: the batch's contacts and discount codes are read with two queries and kept until
+their messages are built, so building a message reads nothing from the database. A row built
+without a prepared entry (a factory used on its own, or an entry evicted after a long wait) is
+read on demand."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from campaigns.delivery.protocols import OutgoingMessage
+from campaigns.delivery.queue import Claimed
+from campaigns.models import DiscountCode
 from campaigns.pipeline import CampaignPipeline, SenderIdentity, discount_for
+from campaigns.rendering import Discount
 from campaigns.service import get_campaign
 from lists.errors import NotFoundError
 from lists.models import Contact
 from patron.context import AppContext
 from patron.sender import sender_identity
 
+# Prepared rows kept at most: a few claim batches' worth (the engine keeps up to
+# max(2 × claim_batch, 4 × in-flight) rows claimed ahead of sending).
+PREPARED_LIMIT = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    contact: Contact
+    discount: Discount | None
+
 
 class PipelineMessageFactory:
-    """`campaigns.delivery.protocols.MessageFactory` over :class:`CampaignPipeline`."""
+    """`campaigns.delivery.protocols.MessageFactory` (and `PreparingFactory`) over
+    :class:`CampaignPipeline`."""
 
     def __init__(self, context: AppContext, identity: SenderIdentity | None = None) -> None:
         self._context = context
         self._identity = identity or sender_identity(context.settings)
         self._pipelines: dict[int, CampaignPipeline] = {}
         self._domain = self._identity.mailbox.email.rpartition("@")[2]
+        # (campaign id, contact id, discount code) → what its message needs. Written by the
+        # engine's database thread, read by whoever builds: guarded by a lock.
+        self._prepared: OrderedDict[tuple[int, int, str | None], _Prepared] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def prepare(self, session: Session, rows: Sequence[Claimed]) -> None:
+        """Read the contacts and discount codes of ``rows`` (and compile a campaign's pipeline
+        the first time one of its rows shows up)."""
+        wanted = [r for r in rows if r.contact_id is not None]
+        if not wanted:
+            return
+        for campaign_id in {r.campaign_id for r in wanted} - self._pipelines.keys():
+            self._pipeline(session, campaign_id)
+        contacts = {
+            c.id: c
+            for c in session.execute(
+                select(Contact).where(col(Contact.id).in_({r.contact_id for r in wanted}))
+            ).scalars()
+        }
+        codes = {r.discount_code for r in wanted if r.discount_code is not None}
+        discounts = {
+            d.code: Discount(code=d.code, expires_at=d.expires_at)
+            for d in (
+                session.execute(select(DiscountCode).where(col(DiscountCode.code).in_(codes)))
+                .scalars()
+                .all()
+                if codes
+                else ()
+            )
+        }
+        for contact in contacts.values():
+            session.expunge(contact)  # read after the claim's session has closed
+        with self._lock:
+            for r in wanted:
+                assert r.contact_id is not None
+                found = contacts.get(r.contact_id)
+                code = r.discount_code
+                if found is None or (code is not None and code not in discounts):
+                    continue  # gone meanwhile: build reads it and reports it
+                discount = discounts[code] if code is not None else None
+                self._prepared[(r.campaign_id, r.contact_id, code)] = _Prepared(found, discount)
+            while len(self._prepared) > PREPARED_LIMIT:
+                self._prepared.popitem(last=False)
 
     def build(
         self,
@@ -35,21 +104,21 @@ class PipelineMessageFactory:
         message_id_hint: str,
     ) -> OutgoingMessage:
         context = self._context
-        with Session(context.engine(), expire_on_commit=False) as session:
-            pipeline = self._pipelines.get(campaign_id)
-            if pipeline is None:
-                campaign = get_campaign(session, campaign_id)
-                pipeline = CampaignPipeline(session, campaign, self._identity, context.key)
-                self._pipelines[campaign_id] = pipeline
-            contact = session.get(Contact, contact_id)
-            if contact is None:
-                raise NotFoundError(f"contact {contact_id} no longer exists")
-            discount = discount_for(session, pipeline.campaign, discount_code)
+        with self._lock:
+            ready = self._prepared.pop((campaign_id, contact_id, discount_code), None)
+        pipeline = self._pipelines.get(campaign_id)
+        if ready is None or pipeline is None:
+            with Session(context.engine(), expire_on_commit=False) as session:
+                pipeline = self._pipeline(session, campaign_id)
+                contact = session.get(Contact, contact_id)
+                if contact is None:
+                    raise NotFoundError(f"contact {contact_id} no longer exists")
+                ready = _Prepared(contact, discount_for(session, pipeline.campaign, discount_code))
         message = pipeline.build(
-            contact,
+            ready.contact,
             now=context.now(),
             variant=variant,
-            discount=discount,
+            discount=ready.discount,
             message_id=self._message_id(message_id_hint),
         )
         return OutgoingMessage(
@@ -59,6 +128,14 @@ class PipelineMessageFactory:
             smtputf8=message.smtputf8,
             message_id=message.message_id,
         )
+
+    def _pipeline(self, session: Session, campaign_id: int) -> CampaignPipeline:
+        pipeline = self._pipelines.get(campaign_id)
+        if pipeline is None:
+            campaign = get_campaign(session, campaign_id)
+            pipeline = CampaignPipeline(session, campaign, self._identity, self._context.key)
+            self._pipelines[campaign_id] = pipeline
+        return pipeline
 
     def _message_id(self, hint: str) -> str:
         # The same send-log row keeps its Message-ID across retries; the keyed suffix makes it

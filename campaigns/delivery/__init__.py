@@ -18,6 +18,7 @@ from campaigns.delivery.protocols import (
     CommitPoint,
     MessageFactory,
     OutgoingMessage,
+    PreparingFactory,
     Resolver,
     Transport,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "NotStarted",
     "OutcomeUnknown",
     "OutgoingMessage",
+    "PreparingFactory",
     "ProviderDirectory",
     "Rejected",
     "Resolver",

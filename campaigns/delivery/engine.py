@@ -47,7 +47,12 @@ from campaigns.delivery.journal import (
 )
 from campaigns.delivery.outcomes import Action, Verdict, classify
 from campaigns.delivery.pacing import ProviderView, load_providers
-from campaigns.delivery.protocols import AudienceFreezer, MessageFactory, Transport
+from campaigns.delivery.protocols import (
+    AudienceFreezer,
+    MessageFactory,
+    PreparingFactory,
+    Transport,
+)
 from campaigns.delivery.providers import ProviderDirectory, recipient_domain
 from campaigns.delivery.queue import (
     SQLITE_SENDER_LEASE,
@@ -407,12 +412,16 @@ class DeliveryEngine:
         excluded = sorted(paused | crowded)
         me = self.identity.worker_id
 
+        prepare = self._factory.prepare if isinstance(self._factory, PreparingFactory) else None
+
         def work(session: Session) -> list[Claimed]:
             rows: list[Claimed] = []
             for campaign_id in order:
                 if len(rows) >= limit:
                     break
                 rows += claim(session, me, campaign_id, now, limit - len(rows), excluded)
+            if rows and prepare is not None:
+                prepare(session, rows)
             return rows
 
         return await self._db(work)

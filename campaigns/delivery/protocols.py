@@ -3,13 +3,15 @@ transport, an MX resolver, and the audience freezer of a campaign that starts.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sqlalchemy.orm import Session
 
 from campaigns.delivery.outcomes import SmtpOutcome
+from campaigns.delivery.queue import Claimed
 from campaigns.models import Campaign
 
 
@@ -36,6 +38,14 @@ class MessageFactory(Protocol):
         discount_code: str | None,
         message_id_hint: str,
     ) -> OutgoingMessage: ...
+
+
+@runtime_checkable
+class PreparingFactory(Protocol):
+    """A message factory that reads what a batch of claimed rows needs in one go (contacts,
+    discount codes) inside the claim's transaction, so that ``build`` touches no database."""
+
+    def prepare(self, session: Session, rows: Sequence[Claimed]) -> None: ...
 
 
 class CommitPoint(Protocol):
