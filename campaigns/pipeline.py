@@ -168,6 +168,7 @@ class CampaignPipeline:
                 to=Mailbox(email=to_address or contact.email, name=name),
                 subject=rendered.subject,
                 html=rendered.html,
+                html_pieces=rendered.html_pieces,
                 text=rendered.text,
                 unsubscribe_url=rendered.unsubscribe_url,
                 unsubscribe_mailto=self._mailto(rendered.unsubscribe_url),

@@ -63,6 +63,9 @@ class RecipientParts:
     date: datetime  # the time of sending: the Date field and the DKIM t= timestamp
     unsubscribe_mailto: str | None = None
     message_id: str | None = None  # "<id@domain>"; a fresh one is made when None
+    # ``html`` in the pieces rendering produced (they join to ``html``): the template's fixed
+    # stretches recur for every recipient and are encoded once per campaign.
+    html_pieces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,7 @@ class MessageSkeleton:
         self._text_head = b"--" + boundary + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
         self._html_head = b"--" + boundary + b"\r\nContent-Type: text/html; charset=utf-8\r\n"
         self._close = b"--" + boundary + b"--\r\n"
+        self._qp_cache: dict[str, tuple[bytes, int]] = {}
 
     def assemble(self, parts: RecipientParts) -> AssembledMessage:
         """The signed message for one recipient; InvalidInputError if a part cannot be sent."""
@@ -162,7 +166,11 @@ class MessageSkeleton:
                 self._text_head,
                 *_encode_part(parts.text),
                 self._html_head,
-                *_encode_part(parts.html),
+                *(
+                    _encode_pieces(parts.html_pieces, self._qp_cache)
+                    if parts.html_pieces
+                    else _encode_part(parts.html)
+                ),
                 self._close,
             )
         )
@@ -233,6 +241,78 @@ def _encode_part(text: str) -> tuple[bytes, bytes]:
         return _QP, qp
     # Base64 lines end in their own CRLF: the appended one would become content.
     return _B64, _base64_lines(data[:-2])
+
+
+# Pieces at least this long are kept encoded (the template's fixed stretches; names, tokens and
+# other per-recipient values are shorter); the cache is emptied when it holds this many.
+_CACHED_PIECE = 128
+_CACHE_LIMIT = 4096
+
+
+def _encode_pieces(
+    pieces: tuple[str, ...], cache: dict[str, tuple[bytes, int]]
+) -> tuple[bytes, bytes]:
+    """What ``_encode_part("".join(pieces))`` returns, but encoding each piece on its own lines:
+    a piece that does not end a line ends with a soft line break, so every piece starts at the
+    beginning of an encoded line and its encoding does not depend on what came before.
+
+    Decoded, the part is the same text; the encoded lines break at other places. Pieces with a
+    CR (whose line ends might straddle two pieces), or text that base64 would encode smaller,
+    go the whole-text way."""
+    encoded: list[bytes] = []
+    size = 0
+    run: list[str] = []  # short pieces between two long ones: encoded together
+    for piece in (*pieces, None):
+        if piece is not None and len(piece) < _CACHED_PIECE:
+            run.append(piece)
+            continue
+        if run:
+            joined = "".join(run)
+            run.clear()
+            if "\r" in joined:
+                return _encode_part("".join(pieces))
+            qp, octets = _qp_piece(joined)
+            encoded.append(qp)
+            size += octets
+        if piece is None:
+            break
+        known = cache.get(piece)
+        if known is None:
+            if "\r" in piece:
+                return _encode_part("".join(pieces))
+            known = _qp_piece(piece)
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[piece] = known
+        encoded.append(known[0])
+        size += known[1]
+    qp = b"".join(encoded)
+    # The part's last line end belongs to the boundary line that follows (as in _encode_part):
+    # a final soft line break becomes it, else one is added after the text's own.
+    qp = qp[:-3] + CRLF if qp.endswith(b"=\r\n") else qp + CRLF
+    if len(qp) * 57 > (size + 2) * 78:  # mostly non-Latin: base64 is smaller
+        return _encode_part("".join(pieces))
+    return _QP, qp
+
+
+def _qp_piece(piece: str) -> tuple[bytes, int]:
+    """One piece (LF line ends, no CR) in quoted-printable, ending at a line end (its own hard
+    one, or a soft line break), and the size of its UTF-8 octets."""
+    try:
+        data = piece.replace("\n", "\r\n").encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"a message part is not valid Unicode: {exc.reason}") from exc
+    if data.endswith(CRLF):
+        qp = binascii.b2a_qp(data)
+    else:
+        # The CRLF makes binascii use CRLF line ends (it picks them from the first line end) and
+        # encode trailing white space; it is then replaced by a soft line break.
+        qp = binascii.b2a_qp(data + CRLF)[:-2] + b"=\r\n"
+    if qp.startswith(b"From ") or b"\nFrom " in qp:
+        qp = qp.replace(b"\nFrom ", b"\nFrom=20")
+        if qp.startswith(b"From "):
+            qp = b"From=20" + qp[5:]
+    return qp, len(data)
 
 
 def _base64_lines(data: bytes) -> bytes:

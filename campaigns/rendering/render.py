@@ -40,6 +40,9 @@ class RenderedMessage:
     text: str
     links: tuple[TrackedLink, ...]
     unsubscribe_url: str | None
+    # ``html`` as the template produced it: its fixed stretches are the same objects for every
+    # recipient, which lets assembly encode them once per campaign.
+    html_pieces: tuple[str, ...] = ()
 
 
 def one_line(text: str) -> str:
@@ -85,12 +88,14 @@ def render_message(
     if not subject:
         raise TemplateError(compiled.template_name, "the subject is empty", file=SUBJECT_FILE)
     context["campaign"] = Namespace("campaign", {**compiled.campaign_data, "subject": subject})
-    html = _render(compiled, compiled.html_template, context)
+    html_pieces = _render_pieces(compiled, compiled.html_template, context)
     text = _render(compiled, compiled.text_template, context)
     if compiled.text_needs_tidy:
         text = tidy_rendered(text)
     unsubscribe = context.get("unsubscribe_url")
-    return RenderedMessage(subject, html, text, compiled.links, unsubscribe)
+    return RenderedMessage(
+        subject, "".join(html_pieces), text, compiled.links, unsubscribe, html_pieces
+    )
 
 
 def _render(
@@ -100,11 +105,21 @@ def _render(
     *,
     subject: bool = False,
 ) -> str:
+    return "".join(_render_pieces(compiled, template, context, subject=subject))
+
+
+def _render_pieces(
+    compiled: CompiledCampaign,
+    template: Template,
+    context: dict[str, Any],
+    *,
+    subject: bool = False,
+) -> tuple[str, ...]:
     env = template.environment
     try:
         try:
             # Template.render without its copy of the variables: they are fresh per recipient.
-            return "".join(template.root_render_func(template.new_context(context, shared=True)))
+            return tuple(template.root_render_func(template.new_context(context, shared=True)))
         except Exception:
             env.handle_exception()  # re-raised with the template's lines in the traceback
     except TemplateError:
