@@ -11,6 +11,8 @@ from datetime import time as clock_time
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from campaigns.delivery.mx import DnsResolver, parse_nameserver
 from campaigns.delivery.outcomes import (
@@ -210,6 +212,25 @@ def test_data_is_framed_with_crlf_and_dot_stuffing():
     assert prepare_data(b"Subject: x\r\n\r\n.hidden\r\nend") == (
         b"Subject: x\r\n\r\n..hidden\r\nend\r\n.\r\n")
     assert prepare_data(b".first\nbare lf\n") == b"..first\r\nbare lf\r\n.\r\n"
+    assert prepare_data(b"bare cr\rnext\r\n") == b"bare cr\r\nnext\r\n.\r\n"
+    assert prepare_data(b"") == b"\r\n.\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"a", b" ", b"\r\n."]),
+                max_size=30).map(b"".join))
+def test_data_payload_reads_back_as_the_message_with_crlf_lines(data):
+    """What the server reads back (dot-unstuffed, up to the final dot) is the message with each
+    CR, LF or CRLF as one CRLF; nothing inside ends the DATA early."""
+    payload = prepare_data(data)
+    assert payload.endswith(b"\r\n.\r\n")
+    lines = payload[:-3].split(b"\r\n")[:-1]
+    assert b"\r" not in payload.replace(b"\r\n", b"") and b"\n" not in payload.replace(
+        b"\r\n", b"")
+    assert all(line != b"." for line in lines)
+    unstuffed = b"\r\n".join(line[1:] if line.startswith(b".") else line for line in lines)
+    expected = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    assert unstuffed + b"\r\n" == (expected if expected.endswith(b"\r\n") else expected + b"\r\n")
 
 
 def test_organizational_domain_of_mx_hosts():

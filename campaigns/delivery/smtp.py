@@ -75,14 +75,19 @@ class TransportStats:
 
 
 def prepare_data(data: bytes) -> bytes:
-    """The DATA payload: CRLF line endings, dot-stuffed, with the terminating ``.``."""
-    if b"\n" in data.replace(b"\r\n", b""):
+    """The DATA payload: CRLF line endings, dot-stuffed, with the terminating ``.``.
+
+    Messages from the pipeline already have CRLF line ends and rarely a line starting with a
+    dot: counting (no copy) finds that out, and the payload is copied once."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
+    end = b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"
     if data.startswith(b"."):
         data = b"." + data
-    return data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    if b"\r\n." in data:
+        data = data.replace(b"\r\n.", b"\r\n..")
+    return data + end
 
 
 class _Failed(Exception):
