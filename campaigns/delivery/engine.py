@@ -3,9 +3,9 @@
 Data flows one way: claim due rows → resolve the recipient's provider → wait for the provider's
 and the global pace → build the message → SMTP transaction whose commit point durably marks the
 attempt started → classify the outcome → record it (group commit). A control tick every
-``control_interval`` renews the worker's heartbeat, reaps dead workers, starts due campaigns,
-finishes done ones, re-reads campaign statuses and provider paces, and checks complaint and
-bounce rates."""
+``control_interval`` renews the worker's heartbeat, reaps dead workers, queues double opt-in
+confirmations (an injected sweeper), starts due campaigns, finishes done ones, re-reads campaign
+statuses and provider paces, and checks complaint and bounce rates."""
 
 from __future__ import annotations
 
@@ -81,6 +81,9 @@ from lists.clock import Clock
 from lists.errors import PatronError
 
 T = TypeVar("T")
+# Runs on each control tick, in its transaction: the double opt-in confirmation sweep
+# (campaigns.confirmations.ConfirmationSweeper), which spaces its own runs.
+Sweeper = Callable[[Session, datetime], object]
 
 # Seconds without a working database after which a worker gives up (its rows are then
 # settled by the reaper of another worker, or by itself when it starts again).
@@ -204,6 +207,7 @@ class DeliveryEngine:
         config: DeliveryConfig,
         key: bytes,
         freezer: AudienceFreezer | None = None,
+        sweeper: Sweeper | None = None,
         identity: WorkerIdentity | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -215,6 +219,7 @@ class DeliveryEngine:
         self._cfg = config
         self._key = key
         self._freezer = freezer
+        self._sweeper = sweeper
         self.identity = identity or WorkerIdentity.create()
         self._rng = rng or random.Random()
         self._sqlite = db.dialect.name == "sqlite"
@@ -278,7 +283,9 @@ class DeliveryEngine:
 
     async def _write(self, batch: Batch) -> BatchResult:
         now = self._clock.now()
-        caps = dataclasses.replace(self._caps, concurrent_campaigns=len(self._campaigns) != 1)
+        # Transactional campaigns (confirmations, always sending) never compete for a contact.
+        marketing = sum(1 for c in self._campaigns.values() if c.marketing)
+        caps = dataclasses.replace(self._caps, concurrent_campaigns=marketing != 1)
         return await self._db(
             lambda s: apply_batch(s, self.identity.worker_id, self._key, now, batch, caps)
         )
@@ -729,6 +736,8 @@ class DeliveryEngine:
             may_send = registered and acquire_lease(
                 session, SQLITE_SENDER_LEASE, ident.worker_id, now, ttl
             )
+        if may_send and self._sweeper is not None:
+            self._sweeper(session, now)  # before the campaigns are read: it may make one
         finished = finish_done(session, now) if may_send else []
         rows = session.execute(
             select(
