@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
 
 
 IdArg = Annotated[int, typer.Argument(help="Campaign id (see `patron campaigns ls`).")]
+# The kinds a marketer creates: every CampaignKind but `confirmation`, which Patron makes itself
+# for each double opt-in list (its mail may go to pending contacts, so it carries nothing else).
+CreatableKind = Literal["newsletter", "discount", "welcome", "winback", "nps"]
 
 
 def _content(pairs: list[str], content_file: Path | None) -> dict[str, Any]:
@@ -72,7 +75,7 @@ def _content(pairs: list[str], content_file: Path | None) -> dict[str, Any]:
 def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="Campaign name (shown in reports).")],
-    kind: Annotated[CampaignKind, typer.Option("--kind", help="Kind of campaign.")],
+    kind_name: Annotated[CreatableKind, typer.Option("--kind", help="Kind of campaign.")],
     template: Annotated[
         str, typer.Option("--template", help="A shipped template name or the path of an MJML file.")
     ],
@@ -116,6 +119,7 @@ def create(
 ) -> None:
     """Create a draft campaign from a shipped template or your own MJML file."""
     context = get_ctx(ctx)
+    kind = CampaignKind(kind_name)
     source = load_shipped_template(template) if template in SHIPPED else _own_template(template)
     if kind is CampaignKind.DISCOUNT and not (discount_prefix or discount_codes):
         raise InvalidInputError("a discount campaign needs --discount-prefix or --discount-codes")

@@ -1,6 +1,7 @@
 """`patron campaigns schedule|send|pause|resume|cancel|stats` and `patron worker`, with the
 wiring of the delivery engine: settings → DeliveryConfig, the aiosmtplib transport, the MX
-resolver, the message factory and the audience freezer."""
+resolver, the message factory, the audience freezer and the double opt-in confirmation
+sweeper."""
 
 from __future__ import annotations
 
@@ -156,6 +157,7 @@ def message_factory(context: AppContext, provider: str | None = None) -> Message
 
 
 def build_engine(context: AppContext, factory_provider: str | None = None) -> DeliveryEngine:
+    from campaigns.confirmations import ConfirmationSweeper
     from campaigns.delivery.engine import DeliveryEngine
     from campaigns.delivery.mx import DnsResolver
     from campaigns.delivery.providers import ProviderDirectory
@@ -175,6 +177,7 @@ def build_engine(context: AppContext, factory_provider: str | None = None) -> De
         config=delivery_config(settings),
         key=context.key,
         freezer=audience_freezer(context),
+        sweeper=ConfirmationSweeper(),
     )
 
 
