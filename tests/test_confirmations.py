@@ -355,6 +355,16 @@ def test_old_pending_sign_ups_are_not_mailed_out_of_the_blue(db):
     assert confirmation_id(db, news) is not None
 
 
+def test_a_big_backlog_is_queued_over_several_sweeps(db):
+    make_lists(db, "news")
+    add_pending(db, "news", [f"p{i}@example.com" for i in range(5)])
+    counts = []
+    for _ in range(3):
+        with Session(db) as s, s.begin():
+            counts.append(sweep_confirmations(s, now(), limit=3).queued)
+    assert counts == [3, 2, 0]
+
+
 def test_confirmation_campaigns_cannot_be_made_or_cancelled_by_hand_but_pause(cli, db, smtp):
     from patron.cli.cmd_campaigns import CreatableKind
 
