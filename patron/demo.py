@@ -4,8 +4,10 @@ imports of contacts and orders, opt-outs, suppressions, an erasure), so that wha
 is what those functions do.
 
 Generation (:func:`generate`) is pure: a seed and a "now" give the same people and orders.
-Building (:func:`build`) is a sequence of steps over a migrated, empty database; later steps
-(past campaigns, the SMTP sink, the tracking server, the TUI) append to it."""
+Building (:func:`build`) is a sequence of steps over a migrated, empty database; its last step
+queues the double opt-in confirmations of the recent pending sign-ups, as a worker's first sweep
+would (`patron worker` then sends them). Later steps (past campaigns, the SMTP sink, the
+tracking server, the TUI) append to it."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from campaigns.confirmations import sweep_confirmations
+from campaigns.models import Campaign, CampaignKind, Message, MessageState
 from lists.consent import Provenance, unsubscribe
 from lists.contacts import find_contact_or_none
 from lists.errors import ConflictError, InvalidInputError
@@ -336,6 +340,7 @@ class DemoResult:
     history_start: datetime
     suppressions: dict[str, int]
     report: RetentionReport
+    confirmations_queued: int = 0
 
 
 def prepare_database(url: str | None) -> tuple[str, Path | None]:
@@ -372,7 +377,15 @@ def build(engine: Engine, key: bytes, shop: DemoShop, workdir: Path) -> dict[str
     refused = _import_audience(engine, key, shop, workdir)
     _import_orders(engine, key, shop, workdir)
     _apply_fates(engine, key, shop)
+    _queue_confirmations(engine, shop.now)
     return refused
+
+
+def _queue_confirmations(engine: Engine, now: datetime) -> None:
+    """The newsletter's confirmation campaign with a queued mail for each pending sign-up of
+    the last days (older ones are not mailed out of the blue)."""
+    with Session(engine) as session, session.begin():
+        sweep_confirmations(session, now)
 
 
 def _create_lists(engine: Engine, now: datetime) -> None:
@@ -498,11 +511,20 @@ def summarize(engine: Engine, url: str, path: Path | None, shop: DemoShop,
             session, end - timedelta(days=REPORT_DAYS), end, currency=CURRENCY
         )
         lists = list_summaries(session)
+        confirmations = session.execute(
+            select(func.count())
+            .select_from(Message)
+            .join(Campaign, col(Campaign.id) == col(Message.campaign_id))
+            .where(
+                col(Campaign.kind) == CampaignKind.CONFIRMATION.value,
+                col(Message.state) == MessageState.QUEUED.value,
+            )
+        ).scalar_one()
     return DemoResult(
         url=url, path=path, contacts=int(contacts), refused_by_reason=refused, lists=lists,
         orders=int(orders), revenue_cents=int(revenue), currency=CURRENCY,
         history_start=shop.now - timedelta(days=HISTORY_DAYS),
-        suppressions=suppressions, report=report,
+        suppressions=suppressions, report=report, confirmations_queued=int(confirmations),
     )
 
 

@@ -389,6 +389,26 @@ def test_confirmation_campaigns_cannot_be_made_or_cancelled_by_hand_but_pause(cl
     assert smtp.received() == Counter({"ann@example.com": 1})
 
 
+def test_the_demo_queues_its_recent_pending_sign_ups_confirmations(db_url, db, ctx, smtp):
+    from patron.demo import run_demo
+    from tests.conftest import NOW, TEST_SECRET
+
+    result = run_demo(db_url, contacts=300, seed=3, now=NOW, key=TEST_SECRET.encode())
+    since = NOW - CONFIRMATION_WINDOW
+    with Session(db) as s:
+        recent_pending = set(s.execute(
+            select(col(Contact.email))
+            .join(Subscription, col(Subscription.contact_id) == col(Contact.id))
+            .where(col(Subscription.status) == PENDING.value,
+                   col(Subscription.updated_at) >= since)
+        ).scalars())
+    assert recent_pending and result.confirmations_queued == len(recent_pending)
+    # The worker sends them, as the demo shop's pipeline renders them, to those people only.
+    run_once(worker(db, smtp.port, PipelineMessageFactory(ctx, identity())))
+    assert smtp.received() == Counter({address: 1 for address in recent_pending})
+    assert all(b"/confirm/" in r.data for r in smtp.ledger)
+
+
 # -- Q2 with confirmations ------------------------------------------------------------------
 
 STATUSES = [SubscriptionStatus.CONFIRMED, SubscriptionStatus.PENDING,

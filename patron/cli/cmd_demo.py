@@ -64,6 +64,7 @@ def _document(result: DemoResult, elapsed: float) -> dict[str, Any]:
         "revenue": result.revenue_cents / 100,
         "currency": result.currency,
         "suppressions": result.suppressions,
+        "confirmations_queued": result.confirmations_queued,
         "retention": result.report.to_document(),
         "seconds": round(elapsed, 2),
     }
@@ -83,6 +84,9 @@ def _print(c: Console, result: DemoResult, elapsed: float) -> None:
     c.print(table(None, ["list", "opt-in", "confirmed", "pending", "unsubscribed"],
                   [[s.name, "double" if s.double_opt_in else "single", s.confirmed, s.pending,
                     s.unsubscribed] for s in result.lists]))
+    if result.confirmations_queued:
+        c.print(f"  double opt-in confirmations queued: {result.confirmations_queued} (recent "
+                "pending sign-ups; `patron worker` sends them)")
     c.print()
     c.print("Point other commands at it:")
     c.print(f"  export PATRON_DATABASE_URL={shlex.quote(result.url)}", soft_wrap=True)
