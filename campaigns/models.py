@@ -154,7 +154,6 @@ class Message(SQLModel, table=True):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("campaign_id", "contact_id", name="uq_messages_campaign_contact"),
-        Index("ix_messages_campaign_state", "campaign_id", "state"),
         Index("ix_messages_due", "state", "due_at"),
         Index("ix_messages_claim", "campaign_id", "state", "next_attempt_at"),
         Index("ix_messages_lease_owner", "lease_owner"),

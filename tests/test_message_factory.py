@@ -27,7 +27,7 @@ NAMES = {"ann@example.com": "Ann", "bob@example.net": "Bob", "cem@example.org": 
 def statements(engine) -> Iterator[list[str]]:
     seen: list[str] = []
 
-    def record(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+    def record(conn, cursor, statement, parameters, context, executemany):
         seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", record)

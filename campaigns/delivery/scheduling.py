@@ -173,6 +173,8 @@ def assign_due_times(
 ) -> None:
     """Set due_at = next_attempt_at on the campaign's queued rows that have none yet."""
     window = campaign_window(campaign)
+    # The same as campaigns.audience.first_due_time, which the audience freeze already wrote
+    # into the rows of campaigns without zone rules (they are not `pending` below).
     base = max(campaign.scheduled_at or now, now)
     pending = (
         col(Message.campaign_id) == campaign.id,
