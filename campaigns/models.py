@@ -56,6 +56,7 @@ class SkipReason(StrEnum):
     HOLDOUT = "holdout"
     EXCLUDED = "excluded"
     ALREADY_CONFIRMED = "already_confirmed"  # a confirmation mail to a confirmed subscriber
+    CANCELLED = "cancelled"  # the campaign was cancelled before this message was sent
 
 
 class Campaign(SQLModel, table=True):

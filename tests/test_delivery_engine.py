@@ -295,6 +295,11 @@ def test_cancel_sends_nothing_more(db):
         assert after < 40 and len(server.ledger) == after
     got = stats(db, audience.campaign_id)
     assert got.status == "cancelled" and got.sent == after and got.sending == 0
+    # The send log explains the others: cancelled, including the claims the worker gave back.
+    assert (got.queued, got.deferred) == (0, 0)
+    assert got.skipped == {"cancelled": 40 - after}
+    assert all(m.state == "sent" or m.skip_reason == "cancelled"
+               for m in rows(db, audience.campaign_id).values())
 
 
 def test_hard_bounce_rate_pauses_the_campaign(db):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -20,7 +20,14 @@ from campaigns.delivery.scheduling import start_campaign
 from campaigns.delivery.statements import TRANSACTIONAL_KINDS
 from campaigns.delivery.stats import message_events
 from campaigns.lifecycle import transition
-from campaigns.models import Campaign, CampaignStatus, DeliveryFailure, Message, MessageState
+from campaigns.models import (
+    Campaign,
+    CampaignStatus,
+    DeliveryFailure,
+    Message,
+    MessageState,
+    SkipReason,
+)
 from lists.errors import ConflictError, NotFoundError
 from lists.models import Event, EventKind
 
@@ -82,7 +89,32 @@ def cancel(session: Session, campaign_id: int, now: datetime) -> Campaign:
             "cancelled; pause it instead"
         )
     transition(campaign, C.CANCELLED, now)
+    session.flush()
+    settle_cancelled(session, now)
     return campaign
+
+
+def settle_cancelled(session: Session, now: datetime) -> int:
+    """Mark the unsent messages of cancelled campaigns skipped (`cancelled`), so the send log
+    says why they were never sent. Rows a worker holds (claimed, or in an SMTP transaction)
+    are left to it: it gives claims back when it sees the cancel, and a later call (each
+    control tick) settles them. Returns how many rows it marked."""
+    cancelled = select(col(Campaign.id)).where(col(Campaign.status) == C.CANCELLED.value)
+    result = session.execute(
+        update(Message)
+        .where(
+            col(Message.campaign_id).in_(cancelled),
+            col(Message.state).in_(PENDING_STATES),
+            col(Message.lease_owner).is_(None),
+        )
+        .values(
+            state=MessageState.SKIPPED.value,
+            skip_reason=SkipReason.CANCELLED.value,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def start_due(

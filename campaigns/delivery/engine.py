@@ -34,6 +34,7 @@ from campaigns.delivery.controls import (
     RateLimits,
     check_rates,
     finish_done,
+    settle_cancelled,
     start_due,
 )
 from campaigns.delivery.eligibility import Candidate, Caps
@@ -739,6 +740,8 @@ class DeliveryEngine:
         if may_send and self._sweeper is not None:
             self._sweeper(session, now)  # before the campaigns are read: it may make one
         finished = finish_done(session, now) if may_send else []
+        if may_send:
+            settle_cancelled(session, now)  # claims given back after a cancel
         rows = session.execute(
             select(
                 col(Campaign.id), col(Campaign.status), col(Campaign.kind),
