@@ -190,7 +190,7 @@ def test_sqlite_lets_one_worker_send_at_a_time(db, backend):
         assert acquire_lease(s, SQLITE_SENDER_LEASE, "second", now, ttl)
 
 
-def test_complaint_rates_warn_pause_a_provider_then_the_campaign(db):
+def test_complaint_rates_warn_pause_a_provider_then_the_campaign(db, cli):
     from campaigns.delivery.controls import RateLimits, check_rates
     from campaigns.models import Alert, ProviderState
     from lists.models import Event
@@ -227,6 +227,19 @@ def test_complaint_rates_warn_pause_a_provider_then_the_campaign(db):
         assert kinds == ["complaint_rate", "complaint_warning", "provider_paused"]
         assert s.get(ProviderState, "other.example").paused_until > now
         assert s.get(Campaign, audience.campaign_id).status == "paused"
+    # What an operator (or a cron job) reads: the alerts, newest first, and the paused provider.
+    shown = cli("alerts", "--json")
+    assert shown.code == 0, shown.err
+    doc = json.loads(shown.out)
+    assert doc["alerts"][0]["kind"] == "complaint_rate"
+    assert doc["alerts"][0]["campaign_id"] == audience.campaign_id
+    assert sorted(a["kind"] for a in doc["alerts"]) == kinds
+    [provider] = doc["providers"]
+    assert provider["provider"] == "other.example" and provider["paused_until"] is not None
+    human = cli("alerts", "--limit", "1")
+    assert human.code == 0 and "complaint_rate" in human.out and "other.example" in human.out
+    assert "provider_paused" not in human.out  # --limit 1: only the newest alert
+    assert cli("alerts", "--limit", "0").code == 2
 
 
 def test_the_worker_sends_real_pipeline_messages_by_default(cli, db, smtp, tmp_path):

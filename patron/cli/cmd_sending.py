@@ -39,7 +39,10 @@ IdArgument = Annotated[int, typer.Argument(help="Campaign id (see `patron campai
 
 
 def register_sending(campaigns_app: typer.Typer, app: typer.Typer) -> None:
-    """Adds the sending commands to the campaigns group and `worker` to the root."""
+    """Adds the sending commands to the campaigns group and `worker` and `alerts` (what the
+    workers raise) to the root."""
+    from patron.cli.cmd_alerts import alerts_cmd
+
     campaigns_app.command("schedule")(schedule_cmd)
     campaigns_app.command("send")(send_cmd)
     campaigns_app.command("pause")(pause_cmd)
@@ -47,6 +50,7 @@ def register_sending(campaigns_app: typer.Typer, app: typer.Typer) -> None:
     campaigns_app.command("cancel")(cancel_cmd)
     campaigns_app.command("stats")(stats_cmd)
     app.command("worker")(worker_cmd)
+    app.command("alerts")(alerts_cmd)
 
 
 # -- wiring ---------------------------------------------------------------------------------
