@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -59,11 +60,17 @@ class PipelineMessageFactory:
     def prepare(self, session: Session, rows: Sequence[Claimed]) -> None:
         """Read the contacts and discount codes of ``rows`` (and compile a campaign's pipeline
         the first time one of its rows shows up)."""
-        wanted = [r for r in rows if r.contact_id is not None]
+        broken: set[int] = set()
+        for campaign_id in {r.campaign_id for r in rows} - self._pipelines.keys():
+            try:
+                self._pipeline(session, campaign_id)
+            except SQLAlchemyError:
+                raise  # the claim's transaction is gone: the engine handles it
+            except Exception:
+                broken.add(campaign_id)  # build() raises it again, recorded per message
+        wanted = [r for r in rows if r.contact_id is not None and r.campaign_id not in broken]
         if not wanted:
             return
-        for campaign_id in {r.campaign_id for r in wanted} - self._pipelines.keys():
-            self._pipeline(session, campaign_id)
         contacts = {
             c.id: c
             for c in session.execute(

@@ -105,3 +105,30 @@ def test_a_contact_erased_after_the_claim_is_reported_not_sent(ctx):
         assert "no longer exists" in str(exc)
     else:
         raise AssertionError("a message was built for an erased contact")
+
+
+def test_a_campaign_that_no_longer_compiles_fails_its_messages_not_the_worker(ctx):
+    """Its template was broken after the campaign started (edited in the database, or a shipped
+    template changed by an upgrade): each message is recorded failed with the reason, the
+    worker carries on and the campaign settles."""
+    from campaigns.delivery import controls
+    from tests.servers.audience import freeze
+    from tests.servers.harness import build, send_all
+    from tests.servers.smtp import FaultySmtpServer
+
+    claimed = _discount_campaign(ctx)
+    campaign_id = claimed[0].campaign_id
+    with Session(ctx.engine()) as s, s.begin():
+        controls.send_now(s, campaign_id, NOW, freeze(ctx.key))
+        s.get(Campaign, campaign_id).template_source = "<mjml>{% if %}</mjml>"
+    with FaultySmtpServer() as server:
+        engine = build(ctx.engine(), server.port, factory=PipelineMessageFactory(ctx))
+        report = send_all(engine, ctx.engine(), campaign_id)
+        assert server.received() == {}
+    assert report.failed == 3
+    with Session(ctx.engine()) as s:
+        states = s.execute(
+            select(Message.state, Message.last_reply).where(Message.campaign_id == campaign_id)
+        ).all()
+    assert [state for state, _ in states] == ["failed"] * 3
+    assert all("cannot build the message" in reply for _, reply in states)
