@@ -43,7 +43,9 @@ class MessageFactory(Protocol):
 @runtime_checkable
 class PreparingFactory(Protocol):
     """A message factory that reads what a batch of claimed rows needs in one go (contacts,
-    discount codes) inside the claim's transaction, so that ``build`` touches no database."""
+    discount codes) inside the claim's transaction, so that ``build`` touches no database.
+    Only database errors may escape it (the claim is then rolled back and retried); anything
+    else about a row is for ``build`` to raise, so that it is recorded against that message."""
 
     def prepare(self, session: Session, rows: Sequence[Claimed]) -> None: ...
 
