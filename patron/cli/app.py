@@ -55,11 +55,12 @@ def _register() -> None:
         cmd_reports,
         cmd_segments,
         cmd_setup,
+        cmd_sink,
     )
 
     modules = (
         cmd_setup, cmd_lists, cmd_contacts, cmd_orders, cmd_segments, cmd_campaigns, cmd_reports,
-        cmd_demo,
+        cmd_demo, cmd_sink,
     )
     for module in modules:
         module.register(app)
