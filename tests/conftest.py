@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from lists.clock import FixedClock
 from patron.context import AppContext
 from patron.db import make_engine, migrate
+from tests.servers.smtp import FaultySmtpServer
 
 PG_ADMIN_URL = os.environ.get(
     "PATRON_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -159,6 +160,21 @@ def db_url(db_factory: Callable[[], str], monkeypatch: pytest.MonkeyPatch) -> st
     url = db_factory()
     monkeypatch.setenv("PATRON_DATABASE_URL", url)
     return url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Engine]:
+    """A SQLAlchemy engine on the test database (delivery tests drive the engine with it)."""
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def smtp() -> Iterator[FaultySmtpServer]:
+    """The fault-injecting SMTP server on loopback, without faults unless a test sets some."""
+    with FaultySmtpServer() as server:
+        yield server
 
 
 @pytest.fixture

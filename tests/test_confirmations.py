@@ -67,19 +67,6 @@ BASE = "https://t.shop.example"
 PENDING = SubscriptionStatus.PENDING
 
 
-@pytest.fixture
-def db(db_url):
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def smtp():
-    with FaultySmtpServer() as server:
-        yield server
-
-
 @pytest.fixture(scope="module")
 def dkim_key() -> tuple[bytes, str]:
     return generate_dkim_key()

@@ -24,17 +24,9 @@ from campaigns.delivery.queue import (
 from campaigns.delivery.scheduling import schedule
 from campaigns.models import Campaign, Message
 from lists.models import Contact
-from patron.db import make_engine
 from tests.servers.audience import add_contacts, freeze, make_campaign
 from tests.servers.harness import KEY
 from tests.servers.smtp import FaultySmtpServer
-
-
-@pytest.fixture
-def db(db_url):
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

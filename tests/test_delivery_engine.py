@@ -18,24 +18,10 @@ from lists.consent import Provenance, unsubscribe
 from lists.gdpr import erase_contact
 from lists.models import Contact, Event, MailingList, SubscriptionStatus, SuppressionReason
 from lists.suppressions import is_suppressed, suppress
-from patron.db import make_engine
 from tests.servers.audience import add_contacts, freeze, make_campaign
 from tests.servers.factory import PlainFactory
 from tests.servers.harness import KEY, build, fast, run_until, send_all
 from tests.servers.smtp import Faults, FaultySmtpServer
-
-
-@pytest.fixture
-def db(db_url):
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def smtp():
-    with FaultySmtpServer() as server:
-        yield server
 
 
 def now() -> datetime:
