@@ -125,33 +125,12 @@ def demo_settings(settings: Settings, url: str, sink: SmtpSink) -> Settings:
 
 
 def demo_engine(context: AppContext) -> DeliveryEngine:
-    """`patron worker`'s engine (see cmd_sending.build_engine) with one difference: recipient
-    domains are not looked up in DNS. The demo's addresses are on reserved example domains
-    whose MX says nothing, and the demo must work offline: each domain is its own provider
-    lane."""
-    from campaigns.confirmations import ConfirmationSweeper
-    from campaigns.delivery.engine import DeliveryEngine
-    from campaigns.delivery.providers import ProviderDirectory
-    from campaigns.delivery.smtp import SmtpTransport
-    from patron.cli.cmd_sending import (
-        audience_freezer,
-        delivery_config,
-        message_factory,
-        smtp_config,
-    )
+    """`patron worker`'s engine without DNS lookups of recipient domains: the demo's addresses
+    are on reserved example domains whose MX says nothing, and the demo must work offline
+    (each domain is its own provider lane)."""
+    from patron.cli.cmd_sending import build_engine
 
-    settings = context.settings
-    return DeliveryEngine(
-        context.engine(),
-        factory=message_factory(context),
-        transport=SmtpTransport(smtp_config(settings)),
-        directory=ProviderDirectory(None),
-        clock=context.clock,
-        config=delivery_config(settings),
-        key=context.key,
-        freezer=audience_freezer(context),
-        sweeper=ConfirmationSweeper(),
-    )
+    return build_engine(context, resolve_mx=False)
 
 
 async def _send(context: AppContext, url: str, seed: int, maildir: Path) -> DemoSend:

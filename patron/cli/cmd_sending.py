@@ -160,7 +160,11 @@ def message_factory(context: AppContext, provider: str | None = None) -> Message
     return factory
 
 
-def build_engine(context: AppContext, factory_provider: str | None = None) -> DeliveryEngine:
+def build_engine(
+    context: AppContext, factory_provider: str | None = None, *, resolve_mx: bool = True
+) -> DeliveryEngine:
+    """`patron worker`'s engine from the settings. Without ``resolve_mx`` recipient domains are
+    not looked up in DNS: each domain is its own provider lane (the demo, offline)."""
     from campaigns.confirmations import ConfirmationSweeper
     from campaigns.delivery.engine import DeliveryEngine
     from campaigns.delivery.mx import DnsResolver
@@ -169,8 +173,10 @@ def build_engine(context: AppContext, factory_provider: str | None = None) -> De
 
     settings = context.settings
     dns = settings.dns
-    directory = ProviderDirectory(
-        DnsResolver(dns.nameservers, dns.timeout), timeout=dns.timeout
+    directory = (
+        ProviderDirectory(DnsResolver(dns.nameservers, dns.timeout), timeout=dns.timeout)
+        if resolve_mx
+        else ProviderDirectory(None)
     )
     return DeliveryEngine(
         context.engine(),
