@@ -32,9 +32,10 @@ from lists.models import Contact
 from patron.context import AppContext
 from patron.sender import sender_identity
 
-# Prepared rows kept at most: a few claim batches' worth (the engine keeps up to
-# max(2 × claim_batch, 4 × in-flight) rows claimed ahead of sending).
-PREPARED_LIMIT = 20_000
+# Prepared rows kept at most (~14 MB): a few claim batches' worth (the engine keeps up to
+# max(2 × claim_batch, 4 × in-flight) rows claimed ahead of sending); rows given back unsent
+# (throttled, out of their window) leave entries that age out.
+PREPARED_LIMIT = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ class PipelineMessageFactory:
         broken: set[int] = set()
         for campaign_id in {r.campaign_id for r in rows} - self._pipelines.keys():
             try:
-                self._pipeline(session, campaign_id)
+                self._pipeline(campaign_id)
             except SQLAlchemyError:
                 raise  # the claim's transaction is gone: the engine handles it
             except Exception:
@@ -98,7 +99,9 @@ class PipelineMessageFactory:
                 if found is None or (code is not None and code not in discounts):
                     continue  # gone meanwhile: build reads it and reports it
                 discount = discounts[code] if code is not None else None
-                self._prepared[(r.campaign_id, r.contact_id, code)] = _Prepared(found, discount)
+                key = (r.campaign_id, r.contact_id, code)
+                self._prepared[key] = _Prepared(found, discount)
+                self._prepared.move_to_end(key)  # a row claimed again is fresh again
             while len(self._prepared) > PREPARED_LIMIT:
                 self._prepared.popitem(last=False)
 
@@ -115,8 +118,8 @@ class PipelineMessageFactory:
             ready = self._prepared.pop((campaign_id, contact_id, discount_code), None)
         pipeline = self._pipelines.get(campaign_id)
         if ready is None or pipeline is None:
+            pipeline = self._pipeline(campaign_id)
             with Session(context.engine(), expire_on_commit=False) as session:
-                pipeline = self._pipeline(session, campaign_id)
                 contact = session.get(Contact, contact_id)
                 if contact is None:
                     raise NotFoundError(f"contact {contact_id} no longer exists")
@@ -136,11 +139,15 @@ class PipelineMessageFactory:
             message_id=message.message_id,
         )
 
-    def _pipeline(self, session: Session, campaign_id: int) -> CampaignPipeline:
+    def _pipeline(self, campaign_id: int) -> CampaignPipeline:
+        """The campaign's compiled pipeline, made once per process in a session of its own:
+        the pipeline keeps the campaign's row, which a rollback of the caller's transaction (a
+        claim that failed) would expire and leave unreadable."""
         pipeline = self._pipelines.get(campaign_id)
         if pipeline is None:
-            campaign = get_campaign(session, campaign_id)
-            pipeline = CampaignPipeline(session, campaign, self._identity, self._context.key)
+            with Session(self._context.engine(), expire_on_commit=False) as session:
+                campaign = get_campaign(session, campaign_id)
+                pipeline = CampaignPipeline(session, campaign, self._identity, self._context.key)
             self._pipelines[campaign_id] = pipeline
         return pipeline
 

@@ -132,3 +132,36 @@ def test_a_campaign_that_no_longer_compiles_fails_its_messages_not_the_worker(ct
         ).all()
     assert [state for state, _ in states] == ["failed"] * 3
     assert all("cannot build the message" in reply for _, reply in states)
+
+
+def test_a_claim_that_fails_after_preparing_leaves_nothing_broken_behind(ctx):
+    """The database fails after prepare compiled the campaign and read the batch (a restart, a
+    dropped connection): the claim is rolled back and taken again, and every message goes out
+    (a pipeline holding rows of the rolled-back transaction made every later build fail)."""
+    from sqlalchemy.exc import OperationalError
+
+    from campaigns.delivery import controls
+    from tests.servers.audience import freeze
+    from tests.servers.harness import build, send_all
+    from tests.servers.smtp import FaultySmtpServer
+
+    class FailingOnce(PipelineMessageFactory):
+        failed = False
+
+        def prepare(self, session, rows):
+            super().prepare(session, rows)
+            if not self.failed:
+                self.failed = True
+                raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    claimed = _discount_campaign(ctx)
+    campaign_id = claimed[0].campaign_id
+    with Session(ctx.engine()) as s, s.begin():
+        controls.send_now(s, campaign_id, NOW, freeze(ctx.key))
+    factory = FailingOnce(ctx)
+    with FaultySmtpServer() as server:
+        report = send_all(build(ctx.engine(), server.port, factory=factory), ctx.engine(),
+                          campaign_id)
+        assert factory.failed
+        assert server.received() == {r.email: 1 for r in claimed}
+    assert report.failed == 0 and report.delivered == 3
