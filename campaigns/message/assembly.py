@@ -231,12 +231,7 @@ def _encode_part(text: str) -> tuple[bytes, bytes]:
         data = (text.replace("\n", "\r\n") + "\r\n").encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidInputError(f"a message part is not valid Unicode: {exc.reason}") from exc
-    qp = binascii.b2a_qp(data)
-    # Escape "From " at a line start: mbox storage would prefix '>' and break the DKIM body hash.
-    if qp.startswith(b"From ") or b"\nFrom " in qp:
-        qp = qp.replace(b"\nFrom ", b"\nFrom=20")
-        if qp.startswith(b"From "):
-            qp = b"From=20" + qp[5:]
+    qp = _finished(binascii.b2a_qp(data))
     if len(qp) * 57 <= len(data) * 78:
         return _QP, qp
     # Base64 lines end in their own CRLF: the appended one would become content.
@@ -246,6 +241,7 @@ def _encode_part(text: str) -> tuple[bytes, bytes]:
 # Pieces at least this long are kept encoded (the template's fixed stretches; names, tokens and
 # other per-recipient values are shorter); the cache is emptied when it holds this many.
 _CACHED_PIECE = 128
+_QP_LINE = 76  # characters of an encoded line at most (RFC 2045 §6.7), the soft break's "=" too
 _CACHE_LIMIT = 4096
 
 
@@ -308,11 +304,34 @@ def _qp_piece(piece: str) -> tuple[bytes, int]:
         # The CRLF makes binascii use CRLF line ends (it picks them from the first line end) and
         # encode trailing white space; it is then replaced by a soft line break.
         qp = binascii.b2a_qp(data + CRLF)[:-2] + b"=\r\n"
+    return _finished(qp), len(data)
+
+
+def _finished(qp: bytes) -> bytes:
+    """``binascii.b2a_qp`` output made safe to store and within RFC 2045's 76 characters a
+    line: "From " at a line start is escaped (mbox storage would prefix '>' and break the DKIM
+    body hash), and a line that this, an encoded trailing blank (binascii then writes 77) or an
+    appended soft line break made longer gets one more soft line break."""
     if qp.startswith(b"From ") or b"\nFrom " in qp:
         qp = qp.replace(b"\nFrom ", b"\nFrom=20")
         if qp.startswith(b"From "):
             qp = b"From=20" + qp[5:]
-    return qp, len(data)
+    lines = qp.split(CRLF)
+    if all(len(line) <= _QP_LINE for line in lines):
+        return qp
+    fitted: list[bytes] = []
+    for line in lines:
+        while len(line) > _QP_LINE:
+            cut = _QP_LINE - 1  # room for the "=" of the soft line break
+            # Never inside an "=XX" escape, and never leaving "From " at the next line's start.
+            while line[cut - 2 : cut - 1] == b"=" or line[cut - 1 : cut] == b"=" or (
+                line[cut:].startswith(b"From ")
+            ):
+                cut -= 1
+            fitted.append(line[:cut] + b"=")
+            line = line[cut:]
+        fitted.append(line)
+    return CRLF.join(fitted)
 
 
 def _base64_lines(data: bytes) -> bytes:
