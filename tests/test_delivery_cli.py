@@ -274,3 +274,30 @@ def test_several_worker_processes_share_a_postgresql_campaign(cli, db, smtp, bac
     assert report["processes"] == 2 and len(report["workers"]) == 2
     assert report["delivered"] == 30
     assert smtp.received() == {f"m{i}@example.com": 1 for i in range(30)}
+
+
+def test_alerts_show_server_replies_verbatim_and_only_providers_still_slowed(db, cli):
+    from datetime import timedelta
+
+    from campaigns.delivery.alerts import AlertKind, AlertLevel, raise_alert
+    from campaigns.models import ProviderState
+
+    now = datetime.now(UTC)
+    reply = "554 5.7.1 [mx.example.com] blocked, see [/policy] for details"
+    with Session(db) as s, s.begin():
+        raise_alert(s, now, AlertLevel.CRITICAL, AlertKind.POLICY_BLOCK, reply,
+                    provider="example.com")
+        s.add(ProviderState(provider="recovered.example", factor=0.5, updated_at=now,
+                            last_deferral_at=now - timedelta(hours=2)))
+        s.add(ProviderState(provider="slow.example", factor=0.5, updated_at=now,
+                            last_deferral_at=now))
+        s.add(ProviderState(provider="blocked.example", factor=1.0, updated_at=now,
+                            paused_until=now + timedelta(minutes=30), pause_reason=reply))
+    shown = cli("alerts")
+    assert shown.code == 0, shown.err
+    assert reply in shown.out  # server text is not read as console markup
+    assert "slow.example: not paused, pace 50%" in shown.out
+    assert "blocked.example: paused until" in shown.out
+    assert "recovered.example" not in shown.out  # its pace came back since
+    doc = json.loads(cli("alerts", "--json").out)
+    assert [p["provider"] for p in doc["providers"]] == ["blocked.example", "slow.example"]

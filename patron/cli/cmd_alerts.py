@@ -26,10 +26,18 @@ def alerts_cmd(
     from sqlmodel import col
 
     from campaigns.delivery.alerts import recent_alerts
+    from campaigns.delivery.throttle import Pace
     from campaigns.models import ProviderState
 
     context = get_ctx(ctx)
     now = context.now()
+    d = context.settings.delivery
+
+    def pace(p: ProviderState) -> float:
+        # The stored factor is the one set at the last deferral; it recovers from there.
+        return Pace(p.factor, p.last_deferral_at).effective(
+            now, d.slowdown_recovery_step, d.slowdown_recovery_seconds
+        )
     with context.session() as session:
         alerts: list[dict[str, Any]] = [
             {"id": a.id, "at": a.created_at, "level": a.level, "kind": a.kind,
@@ -45,8 +53,9 @@ def alerts_cmd(
             {"provider": p.provider,
              "paused_until": p.paused_until if _after(p.paused_until, now) else None,
              "pause_reason": p.pause_reason if _after(p.paused_until, now) else None,
-             "pace": round(p.factor, 3), "last_deferral_at": p.last_deferral_at}
+             "pace": round(pace(p), 3), "last_deferral_at": p.last_deferral_at}
             for p in states
+            if _after(p.paused_until, now) or pace(p) < 1.0
         ]
     document: dict[str, Any] = {"alerts": alerts, "providers": providers}
 
@@ -60,14 +69,15 @@ def alerts_cmd(
                     a["provider"] or "",
                 ) if part
             )
+            # Messages quote the receiving servers' replies: printed as they are, not as markup.
             c.print(f"  {_at(a['at'])}  {a['level']:<8} {a['kind']}"
-                    + (f" ({about})" if about else "") + f": {a['message']}")
+                    + (f" ({about})" if about else "") + f": {a['message']}", markup=False)
         if providers:
             c.print("Providers paused or slowed down:")
         for p in providers:
             state = (f"paused until {_at(p['paused_until'])} ({p['pause_reason']})"
                      if p["paused_until"] else "not paused")
-            c.print(f"  {p['provider']}: {state}, pace {p['pace']:.0%}")
+            c.print(f"  {p['provider']}: {state}, pace {p['pace']:.0%}", markup=False)
 
     emit(document, as_json, human)
 
