@@ -242,8 +242,11 @@ _INSERT_PG = text(
 
 def _requeue(session: Session, campaign_id: int, list_id: int, now: datetime,
              since: datetime) -> int:
-    """Queue again the skipped confirmations (nothing was sent) of contacts whose subscription
-    became pending again after the skip, e.g. a new sign-up after an unsubscription."""
+    """Confirmations again for contacts whose subscription became pending again after their
+    last one was settled (a new sign-up after an unsubscription): the row (skipped, sent,
+    failed or bounced) is queued again as new, with a new ``created_at`` that gives the new
+    mail a Message-ID of its own (receivers drop a message whose Message-ID they have seen).
+    A row whose outcome is unknown stays: it may have been delivered."""
     m, s = _t("messages"), _t("subscriptions")
     pending_again = exists().where(
         s.c.contact_id == m.c.contact_id,
@@ -252,11 +255,16 @@ def _requeue(session: Session, campaign_id: int, list_id: int, now: datetime,
         s.c.updated_at > m.c.updated_at,
         s.c.updated_at >= since,
     )
+    settled = (
+        MessageState.SKIPPED.value, MessageState.SENT.value, MessageState.FAILED.value,
+        MessageState.BOUNCED.value,
+    )
     done = session.execute(
         update(m)
-        .where(m.c.campaign_id == campaign_id, m.c.state == MessageState.SKIPPED.value,
-               pending_again)
+        .where(m.c.campaign_id == campaign_id, m.c.state.in_(settled), pending_again)
         .values(state=MessageState.QUEUED.value, skip_reason=None, due_at=now,
-                next_attempt_at=now, lease_owner=None, updated_at=now)
+                next_attempt_at=now, lease_owner=None, created_at=now, updated_at=now,
+                message_id=None, sent_at=None, last_reply=None, failure=None,
+                first_attempt_at=None)
     )
     return int(getattr(done, "rowcount", 0) or 0)

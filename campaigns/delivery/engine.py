@@ -194,6 +194,16 @@ class _CommitPoint:
         return decision
 
 
+def message_id_hint(row: Claimed) -> str:
+    """What a row's Message-ID is made from: the same across its retries (a receiver that got
+    an attempt whose outcome we never learnt drops the resend), new when the row is queued
+    anew (a confirmation for a new sign-up)."""
+    hint = f"{row.campaign_id}.{row.contact_id}.{row.id}"
+    if row.created_at is not None:
+        hint += f".{round(row.created_at.timestamp() * 1_000_000)}"
+    return hint
+
+
 class DeliveryEngine:
     """One worker's sender. ``run`` returns when stopped, or with ``once`` when nothing is due."""
 
@@ -478,7 +488,7 @@ class DeliveryEngine:
                 row.contact_id,
                 row.variant,
                 row.discount_code,
-                f"{row.campaign_id}.{row.contact_id}.{row.id}",
+                message_id_hint(row),
             )
             try:
                 if self._builders is None:

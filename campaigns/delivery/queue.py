@@ -92,6 +92,9 @@ class Claimed:
     first_attempt_at: datetime | None
     email: str | None
     timezone: str | None
+    # When the row was queued: a confirmation queued anew for a new sign-up is the same row
+    # with a new time, and its Message-ID must differ from the first one's.
+    created_at: datetime | None = None
 
 
 def register_worker(session: Session, worker_id: str, host: str, pid: int, now: datetime) -> None:
@@ -254,6 +257,7 @@ def claim(
         select(
             m.c.id, m.c.campaign_id, m.c.contact_id, m.c.variant, m.c.discount_code,
             m.c.attempts, m.c.provider, m.c.first_attempt_at, c.c.email, c.c.timezone,
+            m.c.created_at,
         )
         .select_from(m.outerjoin(c, c.c.id == m.c.contact_id))
         .where(m.c.id.in_(ids), m.c.lease_owner == worker_id)
@@ -264,6 +268,7 @@ def claim(
             id=r.id, campaign_id=r.campaign_id, contact_id=r.contact_id, variant=r.variant,
             discount_code=r.discount_code, attempts=r.attempts, provider=r.provider,
             first_attempt_at=r.first_attempt_at, email=r.email, timezone=r.timezone,
+            created_at=r.created_at,
         )
         for r in rows
     ]
