@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from lists.clock import Clock, SystemClock
-from patron.db import check_schema, ensure_secret_key, make_engine
+from patron.db import SQLITE_CACHE_KIB, check_schema, ensure_secret_key, make_engine
 from patron.settings import Settings, load_settings
 
 
@@ -22,6 +22,8 @@ class AppContext:
 
     cli_overrides: dict[str, Any] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)
+    # The page cache of each SQLite connection (KiB); set before the engine is first used.
+    sqlite_cache_kib: int = SQLITE_CACHE_KIB
     _settings: Settings | None = None
     _engine: Engine | None = None
     _key: bytes | None = None
@@ -35,7 +37,9 @@ class AppContext:
     def engine(self, *, check: bool = True) -> Engine:
         """The engine; with ``check`` it fails clearly unless the schema is current."""
         if self._engine is None:
-            self._engine = make_engine(self.settings.database_url)
+            self._engine = make_engine(
+                self.settings.database_url, sqlite_cache_kib=self.sqlite_cache_kib
+            )
             if check:
                 check_schema(self._engine)
         return self._engine

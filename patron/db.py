@@ -22,19 +22,28 @@ from lists.models import Meta
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA temp_store=MEMORY")
-    cur.execute("PRAGMA cache_size=-65536")
-    cur.close()
+# SQLite's page cache per connection, in KiB: imports and segment counts over a million
+# contacts gain from a large one.
+SQLITE_CACHE_KIB = 65_536
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``: SQLite in WAL mode (directory created) or PostgreSQL (psycopg 3)."""
+def _sqlite_pragmas(cache_kib: int) -> Any:
+    def pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA temp_store=MEMORY")
+        cur.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
+        cur.close()
+
+    return pragmas
+
+
+def make_engine(url: str, *, sqlite_cache_kib: int = SQLITE_CACHE_KIB) -> Engine:
+    """An engine for ``url``: SQLite in WAL mode (directory created) or PostgreSQL (psycopg 3).
+    ``sqlite_cache_kib``: the page cache of each SQLite connection."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -44,7 +53,7 @@ def make_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(sqlite_cache_kib))
         return engine
     if backend == "postgresql":
         if parsed.drivername == "postgresql":

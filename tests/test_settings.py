@@ -79,3 +79,19 @@ def test_config_masks_secrets(cli, monkeypatch):
 
 
 TEST_SECRET_SNIPPET = "test-secret-key"
+
+
+def test_sqlite_connections_get_the_page_cache_they_are_built_with(tmp_path):
+    """Commands get a large SQLite page cache (imports, segment counts); the worker builds its
+    engine with a small one so that its memory stays flat while it sends."""
+    from sqlalchemy import text
+
+    from patron.cli.cmd_sending import WORKER_SQLITE_CACHE_KIB
+    from patron.db import SQLITE_CACHE_KIB, make_engine
+
+    for kib in (SQLITE_CACHE_KIB, WORKER_SQLITE_CACHE_KIB):
+        engine = make_engine(f"sqlite:///{tmp_path / f'c{kib}.sqlite3'}", sqlite_cache_kib=kib)
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA cache_size")).scalar_one() == -kib
+        engine.dispose()
+    assert WORKER_SQLITE_CACHE_KIB < SQLITE_CACHE_KIB
